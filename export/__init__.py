@@ -1,0 +1,1 @@
+"""Export the trained generator for deployment: ONNX now, TensorRT engines later."""

@@ -1,0 +1,240 @@
+"""Generator checkpoint -> ONNX model + manifest, checked and parity-tested against PyTorch."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sdk import contract
+from sdk.manifest import sha256_file
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+class ExportError(RuntimeError):
+    """Export failed: bad checkpoint, checker failure, or parity outside tolerance."""
+
+
+class ParityError(ExportError):
+    """ONNX Runtime and PyTorch disagree by more than the tolerance."""
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Options of ``python -m export onnx``.
+
+    Args:
+        checkpoint: training checkpoint (``last.pt``) written by ``python -m training``.
+        out: folder to write ``model.onnx`` and ``manifest.json`` into.
+        use_ema: export the EMA generator weights (recommended).
+        opset: ONNX opset.
+        simplify: run onnxslim on the exported graph.
+        tolerance: largest allowed |ONNX Runtime - PyTorch| on any output element.
+        parity_images: folder of real images for the parity check (besides random inputs).
+        work_size: working resolution recorded in the manifest.
+        name: model name recorded in the manifest.
+        force: replace an existing model in ``out``.
+    """
+
+    checkpoint: str
+    out: str
+    use_ema: bool = True
+    opset: int = OPSET
+    simplify: bool = True
+    tolerance: float = 1e-4
+    parity_images: str = ""
+    work_size: int = contract.WORK_SIZE
+    name: str = "chromaforge"
+    force: bool = False
+
+
+def load_generator(checkpoint: str | Path, use_ema: bool = True):
+    """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict)."""
+    import torch
+
+    from training.model import Generator, GeneratorConfig
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise ExportError(f"checkpoint {path} does not exist; expected a last.pt written by `python -m training`")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or "generator" not in ck or "G" not in ck:
+        raise ExportError(f"{path} is not a chromaforge training checkpoint (no 'generator'/'G' entries)")
+    gcfg = dict(ck["generator"])
+    gcfg["widths"] = tuple(gcfg["widths"])
+    G = Generator(GeneratorConfig(**gcfg))
+    G.load_state_dict(ck["G_ema" if use_ema else "G"])
+    return G.eval(), ck
+
+
+def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Random and real (luma, style) pairs at several shapes and batch sizes."""
+    from PIL import Image
+
+    from sdk import processing
+    from sdk.io import decode
+
+    rng = np.random.default_rng(0)
+    cases = []
+    for (n, h, w) in [(1, 64, 64), (2, 96, 160), (1, 256, 192)]:
+        style = rng.dirichlet(np.ones(n_styles), size=n).astype(np.float32)
+        cases.append((f"random {n}x{h}x{w}", rng.random((n, 1, h, w), dtype=np.float32), style))
+    files: list[Path] = []
+    if cfg.parity_images:
+        root = Path(cfg.parity_images)
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:4]
+    if not files:
+        files = [Path(__file__).resolve().parents[1] / "sdk" / "examples" / "astronaut.jpg"]
+    for f in files:
+        d = decode(Image.open(f))
+        shape = processing.work_shape(*d.size, cfg.work_size, contract.SIZE_MULTIPLE)
+        luma = processing.resize_luma(d.luma, shape)[None, None]
+        for k in range(n_styles):
+            style = np.zeros((1, n_styles), np.float32)
+            style[0, k] = 1.0
+            cases.append((f"{f.name} style {k}", luma, style))
+    return cases
+
+
+def parity(model_path: Path, G, cases) -> dict[str, float]:
+    """Max and mean |ONNX Runtime - PyTorch| over the cases."""
+    import onnxruntime as ort
+    import torch
+
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    max_err, sum_err, count = 0.0, 0.0, 0
+    worst = ""
+    for name, luma, style in cases:
+        got = sess.run(None, {"luma": luma, "style": style})[0]
+        with torch.no_grad():
+            ref = G(torch.from_numpy(luma), torch.from_numpy(style)).numpy()
+        if got.shape != ref.shape:
+            raise ParityError(f"{name}: ONNX output shape {got.shape} != PyTorch {ref.shape}")
+        err = np.abs(got.astype(np.float64) - ref)
+        if err.max() > max_err:
+            max_err, worst = float(err.max()), name
+        sum_err += float(err.sum())
+        count += err.size
+    return {"max_abs": max_err, "mean_abs": sum_err / count, "cases": len(cases), "worst_case": worst}
+
+
+def export_onnx(cfg: ExportConfig) -> dict:
+    """Export, check, simplify, parity-test and write ``model.onnx`` + ``manifest.json``.
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        ExportError: bad checkpoint, existing output without ``force``, checker failure.
+        ParityError: outputs differ from PyTorch by more than ``cfg.tolerance``.
+    """
+    import onnx
+    import onnxruntime as ort
+    import torch
+
+    out = Path(cfg.out)
+    model_path = out / contract.MODEL_NAME
+    manifest_path = out / contract.MANIFEST_NAME
+    if not cfg.force and (model_path.exists() or manifest_path.exists()):
+        raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
+    G, ck = load_generator(cfg.checkpoint, cfg.use_ema)
+    n_styles = G.cfg.n_styles
+    out.mkdir(parents=True, exist_ok=True)
+
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        raw_path = Path(tmp) / "raw.onnx"
+        luma = torch.rand(1, 1, 64, 64)
+        style = torch.zeros(1, n_styles)
+        style[0, 0] = 1.0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                G, (luma, style), str(raw_path),
+                input_names=list(contract.INPUT_NAMES), output_names=list(contract.OUTPUT_NAMES),
+                opset_version=cfg.opset, dynamo=False, do_constant_folding=True,
+                dynamic_axes={"luma": {0: "N", 2: "H", 3: "W"}, "style": {0: "N"}, "ycbcr": {0: "N", 2: "H", 3: "W"}},
+            )
+        model = onnx.load(str(raw_path))
+        onnx.checker.check_model(model, full_check=True)
+        if cfg.simplify:
+            import onnxslim
+
+            model = onnxslim.slim(model)
+            onnx.checker.check_model(model, full_check=True)
+        model.doc_string = f"{cfg.name}: unified colorization/style generator (see manifest.json)"
+        tmp_model = Path(tmp) / contract.MODEL_NAME
+        onnx.save(model, str(tmp_model))
+        report = parity(tmp_model, G, _parity_inputs(cfg, n_styles))
+        log.info("parity vs PyTorch: max %.3g, mean %.3g over %d cases", report["max_abs"], report["mean_abs"], report["cases"])
+        if not report["max_abs"] <= cfg.tolerance:
+            raise ParityError(f"ONNX Runtime differs from PyTorch by up to {report['max_abs']:.3g} (worst: {report['worst_case']}), above the tolerance {cfg.tolerance:g}")
+        os.replace(tmp_model, model_path)
+
+    manifest = build_manifest(cfg, model_path, G, ck, report, onnx.__version__, ort.__version__, torch.__version__)
+    tmp_manifest = manifest_path.with_suffix(".tmp")
+    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp_manifest, manifest_path)
+    return manifest
+
+
+def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dict, onnx_v: str, ort_v: str, torch_v: str) -> dict:
+    """The manifest: everything the SDK needs to run the model, and where it came from."""
+    import sdk
+
+    try:
+        import onnxslim
+
+        slim_v = onnxslim.__version__
+    except ImportError:  # pragma: no cover
+        slim_v = None
+    train_cfg = ck.get("config", {})
+    return {
+        "manifest_version": contract.MANIFEST_VERSION,
+        "name": cfg.name,
+        "format": "onnx",
+        "model_file": contract.MODEL_NAME,
+        "sha256": sha256_file(model_path),
+        "bytes": model_path.stat().st_size,
+        "opset": cfg.opset,
+        "precision": "fp32",
+        "color_space": {
+            "name": contract.COLOR_SPACE,
+            "rgb_to_ycbcr": contract.RGB_TO_YCBCR,
+            "ycbcr_to_rgb": contract.YCBCR_TO_RGB,
+            "input": "luma: Y of gamma-encoded sRGB in [0, 1] (the graph rescales to [-1, 1] itself)",
+            "output": "ycbcr: Y in [0, 1], Cb and Cr in [-0.5, 0.5]",
+        },
+        "styles": list(contract.STYLES[: G.cfg.n_styles]),
+        "work_size": cfg.work_size,
+        "size_multiple": contract.SIZE_MULTIPLE,
+        "io": {
+            "inputs": list(contract.INPUT_NAMES),
+            "outputs": list(contract.OUTPUT_NAMES),
+            "shapes": {"luma": ["N", 1, "H", "W"], "style": ["N", G.cfg.n_styles], "ycbcr": ["N", 3, "H", "W"]},
+            "dtype": "float32",
+        },
+        "generator": dataclasses.asdict(G.cfg),
+        "parameters": int(sum(p.numel() for p in G.parameters())),
+        "training": {
+            "step": ck.get("step"),
+            "ema": cfg.use_ema,
+            "size": train_cfg.get("size"),
+            "batch": train_cfg.get("batch"),
+            "photos": train_cfg.get("photos"),
+            "styles_root": train_cfg.get("styles_root"),
+        },
+        "parity": {**report, "tolerance": cfg.tolerance},
+        "versions": {"chromaforge": sdk.__version__, "torch": torch_v, "onnx": onnx_v, "onnxruntime": ort_v, "onnxslim": slim_v},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }

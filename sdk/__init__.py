@@ -1,0 +1,77 @@
+"""chromaforge SDK: colorize grey photos and render them in painting styles.
+
+Example:
+    >>> import sdk
+    >>> colour = sdk.colorize("old_photo.jpg")              # PIL image out
+    >>> art = sdk.stylize(colour, "ukiyoe")                 # any style in sdk.styles()
+    >>> blend = sdk.stylize(colour, {"ukiyoe": .6, "rococo": .4}, strength=0.8)
+    >>> final = sdk.fuse(colour, art, method="laplacian")   # restore the photo's fine detail
+
+The module-level functions share one cached :class:`Pipeline` on the bundled model, created on
+first use; call :func:`load` to manage your own (another model folder, backend or thread count).
+Importing ``sdk`` loads only numpy, Pillow and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from sdk import errors
+from sdk.io import ImageInput
+from sdk.pipeline import Pipeline, StyleSpec, fuse
+
+__version__ = "0.1.0"
+__all__ = ["colorize", "stylize", "fuse", "styles", "load", "Pipeline", "errors", "example_image", "__version__"]
+
+_default: Pipeline | None = None
+_lock = threading.Lock()
+
+
+def load(model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None) -> Pipeline:
+    """Load a model and create its backend session (once; reuse the result).
+
+    Args:
+        model_dir: folder written by ``python -m export onnx``; None for the bundled model.
+        backend: ``"auto"`` or a name from ``sdk.backends.names()``.
+        threads: intra-op threads for CPU backends.
+
+    Returns:
+        A :class:`Pipeline`; ``pipeline.backend`` names the backend, ``pipeline.backend_reason`` why.
+
+    Raises:
+        ModelNotFoundError, ModelCorruptError, BackendUnavailableError.
+
+    Example:
+        >>> p = sdk.load(backend="onnxruntime-cpu", threads=2)
+    """
+    return Pipeline(model_dir, backend=backend, threads=threads)
+
+
+def _pipeline() -> Pipeline:
+    global _default
+    if _default is None:
+        with _lock:
+            if _default is None:
+                _default = Pipeline()
+    return _default
+
+
+def colorize(image: ImageInput):
+    """Colorize ``image`` with the bundled model; see :meth:`Pipeline.colorize`."""
+    return _pipeline().colorize(image)
+
+
+def stylize(image: ImageInput, style: StyleSpec = "ukiyoe", strength: float = 1.0):
+    """Stylize ``image`` with the bundled model; see :meth:`Pipeline.stylize`."""
+    return _pipeline().stylize(image, style=style, strength=strength)
+
+
+def styles() -> list[str]:
+    """Style names of the bundled model, in manifest order (``"natural"`` first)."""
+    return _pipeline().styles()
+
+
+def example_image() -> Path:
+    """Path of the bundled example photo (NASA's astronaut portrait, public domain)."""
+    return Path(__file__).resolve().parent / "examples" / "astronaut.jpg"

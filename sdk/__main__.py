@@ -1,0 +1,5 @@
+"""``python -m sdk``: the same as the ``chromaforge`` command."""
+
+from sdk.cli import main
+
+raise SystemExit(main())

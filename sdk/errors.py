@@ -1,0 +1,48 @@
+"""Typed errors raised by the SDK.
+
+Every error says what was expected, what came, and how to fix it. All derive from
+:class:`ChromaforgeError`, so ``except sdk.errors.ChromaforgeError`` catches them all; each also
+derives from the built-in exception a caller would naturally expect (``ValueError``,
+``FileNotFoundError``, ``RuntimeError``...).
+"""
+
+from __future__ import annotations
+
+
+class ChromaforgeError(Exception):
+    """Base class of every error the SDK raises on purpose."""
+
+
+class InvalidImageError(ChromaforgeError, ValueError):
+    """The input is not an image the SDK can read (unreadable file, non-image bytes, wrong type)."""
+
+
+class ImageFormatError(InvalidImageError):
+    """An array or image has a shape, dtype or value range the SDK does not accept."""
+
+
+class UnknownStyleError(ChromaforgeError, KeyError):
+    """A style name is not in the model's manifest (the message lists the valid ones)."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelNotFoundError(ChromaforgeError, FileNotFoundError):
+    """The model folder, its manifest or its model file is missing."""
+
+
+class ModelCorruptError(ChromaforgeError, ValueError):
+    """The manifest is invalid, or the model file does not match the manifest's checksum."""
+
+
+class BackendUnavailableError(ChromaforgeError, RuntimeError):
+    """The requested backend cannot run here (missing package, provider or device)."""
+
+
+class OutputExistsError(ChromaforgeError, FileExistsError):
+    """Writing would overwrite an existing file or an input (the CLI never does that silently)."""
+
+
+class InvalidArgumentError(ChromaforgeError, ValueError):
+    """An option (style weights, strength, fusion method or parameter) is out of range."""

@@ -1,0 +1,161 @@
+"""Pre- and post-processing around the generator, and image fusion.
+
+Full resolution at bounded cost: the generator always runs at the working resolution (long side
+``work_size``, sides multiples of 16); only cheap, linear steps touch full-resolution pixels:
+
+- colorize: the predicted chroma (Cb, Cr) is upsampled bilinearly and put on the input's own
+  full-resolution luminance with one 3x3 matrix (YCbCr -> RGB), so edges stay as sharp as the
+  input however large it is;
+- stylize: the stylized RGB is upsampled to the input's size; :func:`fuse` can then restore the
+  original's fine detail with a Laplacian pyramid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from PIL import Image
+
+from sdk import contract
+
+_YCC2RGB = np.asarray(contract.YCBCR_TO_RGB, np.float32)
+
+
+def work_shape(height: int, width: int, work_size: int, multiple: int) -> tuple[int, int]:
+    """(h, w) the generator runs at: long side ``work_size``, aspect kept, multiples of ``multiple``.
+
+    Example:
+        >>> work_shape(3072, 4096, 256, 16)
+        (192, 256)
+    """
+    scale = work_size / max(height, width)
+
+    def snap(v: int) -> int:
+        return max(multiple, int(math.floor(v * scale / multiple + 0.5)) * multiple)
+
+    return snap(height), snap(width)
+
+
+def resize_luma(luma: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """HxW uint8 luminance -> float32 [shape] in [0, 1], antialiased (Pillow bilinear with reducing gap)."""
+    h, w = shape
+    if luma.shape == (h, w):
+        small = luma
+    else:
+        small = np.asarray(Image.fromarray(luma, "L").resize((w, h), Image.BILINEAR, reducing_gap=2.0))
+    return small.astype(np.float32) * np.float32(1.0 / 255.0)
+
+
+def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of one float32 plane to ``shape`` (h, w)."""
+    h, w = shape
+    if plane.shape == (h, w):
+        return plane
+    return np.asarray(Image.fromarray(np.ascontiguousarray(plane, np.float32), "F").resize((w, h), Image.BILINEAR))
+
+
+def ycbcr_to_rgb_u8(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
+    """Full-range YCbCr planes (Y in [0,1], Cb/Cr in [-0.5,0.5], float32 HxW) -> HxWx3 uint8.
+
+    ``R = Y + 1.402 Cr``, ``G = Y - 0.344 Cb - 0.714 Cr``, ``B = Y + 1.772 Cb``, computed in
+    float32 on a 0..255 scale, rounded and clipped.
+    """
+    m = _YCC2RGB
+    out = np.empty(y.shape + (3,), np.uint8)
+    y255 = y * np.float32(255.0)
+    cb255 = cb * np.float32(255.0)
+    cr255 = cr * np.float32(255.0)
+    tmp = np.empty_like(y255)
+    for c in range(3):
+        np.multiply(cb255, m[c, 1], out=tmp)
+        tmp += y255
+        if m[c, 2] != 0.0:
+            tmp += cr255 * m[c, 2]
+        tmp += np.float32(0.5)
+        np.clip(tmp, 0.0, 255.0, out=tmp)
+        out[:, :, c] = tmp
+    return out
+
+
+def colour_onto_luma(luma_u8: np.ndarray, cbcr_small: np.ndarray) -> np.ndarray:
+    """Put low-resolution chroma [2,h,w] onto full-resolution luminance HxW uint8 -> HxWx3 uint8."""
+    shape = luma_u8.shape
+    cb = resize_plane(cbcr_small[0], shape)
+    cr = resize_plane(cbcr_small[1], shape)
+    y = luma_u8.astype(np.float32) * np.float32(1.0 / 255.0)
+    return ycbcr_to_rgb_u8(y, cb, cr)
+
+
+def ycbcr_small_to_rgb(ycbcr_small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Generator output [3,h,w] -> RGB uint8 at ``shape`` (h, w), upsampled bilinearly."""
+    y, cb, cr = (resize_plane(ycbcr_small[i], shape) for i in range(3))
+    return ycbcr_to_rgb_u8(y, cb, cr)
+
+
+# ------------------------------------------------------------------------------------------ fusion
+def _down(img: np.ndarray) -> np.ndarray:
+    """Halve an HxWxC float32 image (Pillow bilinear, antialiased)."""
+    h, w = img.shape[:2]
+    return np.stack([resize_plane(img[:, :, c], ((h + 1) // 2, (w + 1) // 2)) for c in range(img.shape[2])], axis=2)
+
+
+def _up(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    return np.stack([resize_plane(img[:, :, c], shape) for c in range(img.shape[2])], axis=2)
+
+
+def laplacian_pyramid(img: np.ndarray, levels: int) -> list[np.ndarray]:
+    """Band-pass levels (finest first) followed by the low-pass residual; ``sum`` reconstructs exactly."""
+    bands = []
+    cur = img
+    for _ in range(levels):
+        if min(cur.shape[:2]) < 2:
+            break
+        low = _down(cur)
+        bands.append(cur - _up(low, cur.shape[:2]))
+        cur = low
+    bands.append(cur)
+    return bands
+
+
+def reconstruct(pyr: list[np.ndarray]) -> np.ndarray:
+    cur = pyr[-1]
+    for band in reversed(pyr[:-1]):
+        cur = band + _up(cur, band.shape[:2])
+    return cur
+
+
+def fuse_laplacian(content: np.ndarray, stylized: np.ndarray, detail: float, detail_levels: int, levels: int) -> np.ndarray:
+    """Detail-preserving fusion of two HxWx3 uint8 images of equal size.
+
+    The result takes the stylized image's coarse bands and low-pass residual, and for the
+    ``detail_levels`` finest bands a mix ``(1 - detail) * stylized + detail * content``. With
+    ``detail=1`` those bands equal the content's exactly, so its edges and texture return.
+    """
+    c = content.astype(np.float32)
+    s = stylized.astype(np.float32)
+    pc = laplacian_pyramid(c, levels)
+    ps = laplacian_pyramid(s, levels)
+    out = []
+    for i, (bc, bs) in enumerate(zip(pc, ps)):
+        if i < detail_levels and i < len(pc) - 1:
+            out.append(bs + np.float32(detail) * (bc - bs))
+        else:
+            out.append(bs)
+    return np.clip(reconstruct(out) + 0.5, 0, 255).astype(np.uint8)
+
+
+def fuse_weighted(content: np.ndarray, stylized: np.ndarray, weight: float) -> np.ndarray:
+    """``weight * stylized + (1 - weight) * content``, per pixel."""
+    out = content.astype(np.float32) + np.float32(weight) * (stylized.astype(np.float32) - content)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def fuse_luminance(content: np.ndarray, stylized: np.ndarray, weight: float) -> np.ndarray:
+    """The stylized image's colour (Cb, Cr) on the content's luminance; ``weight`` scales the colour."""
+    m = np.asarray(contract.RGB_TO_YCBCR, np.float32)
+    y = content.astype(np.float32) @ m[0] / np.float32(255.0)
+    cbcr = stylized.astype(np.float32) @ m[1:].T / np.float32(255.0)
+    cbcr_c = content.astype(np.float32) @ m[1:].T / np.float32(255.0)
+    cbcr = cbcr_c + np.float32(weight) * (cbcr - cbcr_c)
+    return ycbcr_to_rgb_u8(y, np.ascontiguousarray(cbcr[..., 0]), np.ascontiguousarray(cbcr[..., 1]))

@@ -1,0 +1,85 @@
+"""Shared fixtures: a tiny real generator exported through the real export path.
+
+Nothing here mocks torch or ONNX Runtime: the tiny model is a randomly initialised
+:class:`training.model.Generator`, exported with :func:`export.onnx_export.export_onnx` and run by
+onnxruntime, so the tests exercise the same code users run, only with a smaller network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+DATASETS = SHARED / "datasets"
+VGG = SHARED / "weights" / "vgg19_relu3_1_caffe.safetensors"
+
+TINY = dict(widths=(4, 8, 8, 8), n_res=1, attention=True)
+
+
+def make_checkpoint(path: Path, seed: int = 0, **gen_kwargs) -> Path:
+    """Write a training-format checkpoint of a randomly initialised generator."""
+    import torch
+
+    from training.model import Generator, GeneratorConfig
+
+    torch.manual_seed(seed)
+    cfg = GeneratorConfig(**{**TINY, **gen_kwargs})
+    G = Generator(cfg)
+    # Non-zero FiLM weights, so the style input really changes the output.
+    for m in G.modules():
+        if m.__class__.__name__ == "FiLM":
+            torch.nn.init.normal_(m.gamma.weight, std=0.3)
+            torch.nn.init.normal_(m.beta.weight, std=0.3)
+    sd = G.state_dict()
+    torch.save({"G": sd, "G_ema": sd, "generator": dataclasses.asdict(cfg), "step": 0, "config": {}}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_checkpoint) -> Path:
+    from export.onnx_export import ExportConfig, export_onnx
+
+    out = tmp_path_factory.mktemp("tiny_model")
+    export_onnx(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(out), name="tiny-test"))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_model_dir):
+    import sdk
+
+    return sdk.load(tiny_model_dir, backend="onnxruntime-cpu", threads=1)
+
+
+@pytest.fixture(scope="session")
+def astronaut() -> np.ndarray:
+    """NASA's astronaut photo shipped with the package: 512x512x3 uint8."""
+    from PIL import Image
+
+    import sdk
+
+    return np.asarray(Image.open(sdk.example_image()).convert("RGB"))
+
+
+@pytest.fixture(scope="session")
+def datasets() -> Path:
+    if not DATASETS.is_dir():
+        pytest.skip(f"real datasets not found at {DATASETS} (they live in ../shared beside the clone)")
+    return DATASETS
+
+
+@pytest.fixture(scope="session")
+def vgg_path() -> Path:
+    if not VGG.is_file():
+        pytest.skip(f"VGG19 weights not found at {VGG} (they live in ../shared/weights)")
+    return VGG

@@ -1,0 +1,101 @@
+"""Export: ONNX checks, parity with PyTorch, manifest contents, safety."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from export.onnx_export import ExportConfig, ExportError, ParityError, _parity_inputs, export_onnx, load_generator, parity
+from sdk import contract
+from sdk.manifest import load_manifest, sha256_file
+
+from conftest import make_checkpoint
+
+
+def test_manifest_describes_the_model(tiny_model_dir: Path):
+    """The manifest records colour space, styles, sizes, io names, precision, opset, checksum, versions."""
+    m = json.loads((tiny_model_dir / "manifest.json").read_text())
+    assert m["color_space"]["name"] == contract.COLOR_SPACE
+    assert m["color_space"]["ycbcr_to_rgb"] == [list(r) for r in contract.YCBCR_TO_RGB]
+    assert m["styles"] == list(contract.STYLES)
+    assert m["io"]["inputs"] == ["luma", "style"] and m["io"]["outputs"] == ["ycbcr"]
+    assert m["precision"] == "fp32" and m["opset"] == 17 and m["work_size"] == contract.WORK_SIZE
+    assert m["sha256"] == sha256_file(tiny_model_dir / "model.onnx")
+    assert {"torch", "onnx", "onnxruntime", "onnxslim"} <= set(m["versions"])
+    assert m["parity"]["max_abs"] <= m["parity"]["tolerance"]
+    assert load_manifest(tiny_model_dir).styles == contract.STYLES
+
+
+def test_onnx_is_valid_with_dynamic_axes(tiny_model_dir: Path):
+    """The ONNX passes the checker and runs at any batch and any multiple-of-16 size."""
+    model = onnx.load(str(tiny_model_dir / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == ["luma", "style"]
+    sess = ort.InferenceSession(str(tiny_model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    for n, h, w in [(1, 16, 16), (3, 48, 80), (2, 256, 160)]:
+        out = sess.run(None, {"luma": np.random.rand(n, 1, h, w).astype(np.float32),
+                              "style": np.eye(5, dtype=np.float32)[np.arange(n) % 5]})[0]
+        assert out.shape == (n, 3, h, w)
+
+
+def test_parity_against_pytorch(tiny_model_dir: Path, tiny_checkpoint: Path):
+    """ONNX Runtime matches PyTorch on random and real inputs to 1e-4."""
+    G, _ = load_generator(tiny_checkpoint)
+    cases = _parity_inputs(ExportConfig(checkpoint="", out=""), 5)
+    assert any("astronaut" in c[0] for c in cases)
+    report = parity(tiny_model_dir / "model.onnx", G, cases)
+    assert report["max_abs"] < 1e-4 and report["cases"] == len(cases)
+
+
+def test_parity_detects_a_different_model(tiny_model_dir: Path, tmp_path: Path):
+    """The parity check fails loudly when the ONNX and the PyTorch weights differ."""
+    other, _ = load_generator(make_checkpoint(tmp_path / "other.pt", seed=1))
+    report = parity(tiny_model_dir / "model.onnx", other, _parity_inputs(ExportConfig(checkpoint="", out=""), 5)[:2])
+    assert report["max_abs"] > 1e-3
+
+
+def test_tolerance_is_enforced(tiny_checkpoint: Path, tmp_path: Path):
+    """An export whose parity error exceeds the tolerance raises and leaves no model behind."""
+    with pytest.raises(ParityError, match="tolerance"):
+        export_onnx(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(tmp_path / "m"), tolerance=-1.0))
+    assert not (tmp_path / "m" / "model.onnx").exists()
+
+
+def test_refuses_to_overwrite(tiny_model_dir: Path, tiny_checkpoint: Path, tmp_path: Path):
+    """An existing model is never replaced without --force; with it, the checksum is rewritten."""
+    target = tmp_path / "copy"
+    shutil.copytree(tiny_model_dir, target)
+    before = (target / "model.onnx").read_bytes()
+    with pytest.raises(ExportError, match="--force"):
+        export_onnx(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(target)))
+    assert (target / "model.onnx").read_bytes() == before
+    export_onnx(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(target), force=True, simplify=False))
+    assert load_manifest(target).sha256 == sha256_file(target / "model.onnx")
+
+
+def test_bad_checkpoint(tmp_path: Path):
+    """Missing or foreign checkpoints raise ExportError with a hint."""
+    with pytest.raises(ExportError, match="does not exist"):
+        load_generator(tmp_path / "missing.pt")
+    torch.save({"weights": 1}, tmp_path / "foreign.pt")
+    with pytest.raises(ExportError, match="not a chromaforge"):
+        load_generator(tmp_path / "foreign.pt")
+
+
+def test_cli(tiny_checkpoint: Path, tmp_path: Path):
+    """`python -m export onnx` writes the model; `trt` is reserved and says so."""
+    out = subprocess.run([sys.executable, "-m", "export", "onnx", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "cli")],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["parity"]["max_abs"] < 1e-4
+    trt = subprocess.run([sys.executable, "-m", "export", "trt"], capture_output=True, text=True)
+    assert trt.returncode == 2 and "TensorRT" in trt.stderr

@@ -1,0 +1,165 @@
+"""Training: model shapes, conditioning, data loading, and that real steps lower the loss."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sdk import contract
+from training.data import ImageBank, is_grayscale
+from training.model import Discriminator, Generator, GeneratorConfig, MultiModalAttention, rgb_to_ycbcr, ycbcr_to_rgb
+from training.train import TrainConfig, Trainer, parse_args
+
+from conftest import TINY
+
+
+@pytest.fixture()
+def photo_folder(tmp_path: Path, astronaut: np.ndarray) -> Path:
+    """A folder of real colour crops of the astronaut photo, plus one grey image that must be skipped."""
+    root = tmp_path / "photos"
+    (root / "sub").mkdir(parents=True)
+    for i, (y, x) in enumerate([(0, 0), (100, 150), (200, 50), (256, 256)]):
+        Image.fromarray(astronaut[y : y + 256, x : x + 256]).save(root / ("sub" if i % 2 else ".") / f"crop{i}.png")
+    Image.fromarray(astronaut).convert("L").convert("RGB").save(root / "grey.jpg")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_generator_shapes_and_ranges():
+    """Outputs are [N,3,H,W] with Y in [0,1] and Cb/Cr in [-0.5,0.5] for any multiple-of-16 size."""
+    G = Generator(GeneratorConfig(**TINY)).eval()
+    for n, h, w in [(1, 16, 32), (2, 48, 80), (3, 64, 32)]:
+        style = torch.softmax(torch.randn(n, contract.STYLES.__len__()), 1)
+        out = G(torch.rand(n, 1, h, w), style)
+        assert out.shape == (n, 3, h, w)
+        assert 0.0 <= out[:, 0].min() and out[:, 0].max() <= 1.0
+        assert out[:, 1:].abs().max() <= 0.5
+
+
+def test_style_input_changes_output():
+    """Different style vectors give different outputs once FiLM weights are non-zero."""
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig(**TINY)).eval()
+    for p in G.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    x = torch.rand(1, 1, 32, 32)
+    a = G(x, torch.eye(5)[[0]])
+    b = G(x, torch.eye(5)[[1]])
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_attention_weights_are_a_softmax():
+    """The three branch weights are positive and sum to 1 per image."""
+    att = MultiModalAttention(8, 5)
+    w = att.branch_weights(torch.randn(4, 8, 4, 4), torch.eye(5)[:4])
+    assert w.shape == (4, 3)
+    assert torch.allclose(w.sum(1), torch.ones(4))
+    assert (w > 0).all()
+
+
+def test_colour_conversion_round_trip():
+    """The contract's YCbCr matrices invert each other (training uses the same constants as the SDK)."""
+    rgb = torch.rand(2, 3, 8, 8)
+    assert torch.allclose(ycbcr_to_rgb(rgb_to_ycbcr(rgb)), rgb, atol=1e-5)
+    m = np.asarray(contract.RGB_TO_YCBCR) @ np.asarray(contract.YCBCR_TO_RGB)
+    assert np.allclose(m, np.eye(3), atol=1e-6)
+
+
+def test_discriminator_is_conditioned():
+    """The projection term makes D's patch logits depend on the style label."""
+    D = Discriminator(width=8)
+    x = torch.rand(2, 3, 32, 32)
+    assert D(x, torch.tensor([0, 0])).shape == (2, 1, 4, 4)
+    assert not torch.allclose(D(x, torch.tensor([0, 0])), D(x, torch.tensor([1, 3])))
+
+
+def test_image_bank_skips_grey_and_non_images(photo_folder: Path):
+    """Any folder works (recursive); grey images and non-image files are skipped."""
+    bank = ImageBank(photo_folder, load_size=128)
+    assert len(bank) == 4
+    assert [p.name for p in bank.skipped] == ["grey.jpg"]
+    crops = bank.batch(np.random.default_rng(0), 5, 64, (1.0, 1.5))
+    assert crops.shape == (5, 64, 64, 3) and crops.dtype == np.uint8
+    assert is_grayscale(np.repeat(np.arange(64, dtype=np.uint8)[:, None, None], 3, 2).repeat(64, 1))
+
+
+def test_image_bank_errors(tmp_path: Path):
+    """A missing folder and a folder with no colour images raise clear errors."""
+    with pytest.raises(FileNotFoundError):
+        ImageBank(tmp_path / "nope")
+    (tmp_path / "g").mkdir()
+    Image.new("L", (32, 32), 128).save(tmp_path / "g" / "a.png")
+    with pytest.raises(ValueError, match="no colour images"):
+        ImageBank(tmp_path / "g")
+
+
+def test_cli_flags_are_kebab_case():
+    """Every config field has a kebab-case flag; tuples and booleans parse."""
+    cfg = parse_args(["--style-fraction", "0.25", "--widths", "4", "8", "8", "8", "--no-attention", "--crop-scale", "1", "1.5"])
+    assert cfg.style_fraction == 0.25 and cfg.widths == (4, 8, 8, 8) and cfg.attention is False
+    assert cfg.crop_scale == (1.0, 1.5)
+    with pytest.raises(SystemExit):
+        parse_args(["--style_fraction", "0.2"])
+
+
+def _tiny_cfg(tmp_path: Path, photos: Path, **kw) -> TrainConfig:
+    base = dict(photos=str(photos), val_photos=str(photos), out=str(tmp_path / "run"), size=32, batch=4,
+                steps=40, style_fraction=0.0, load_size=96, widths=TINY["widths"], n_res=1, val_every=20,
+                ckpt_every=20, val_images=2, progress=False, lr_g=2e-3, w_adv_color=0.0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_colour_steps_lower_the_loss(tmp_path: Path, photo_folder: Path):
+    """Real colorization steps on real photos reduce the chroma L1 loss."""
+    tr = Trainer(_tiny_cfg(tmp_path, photo_folder))
+    first = np.mean([tr.train_step()["l1"] for _ in range(5)])
+    for _ in range(60):
+        tr.train_step()
+    last = np.mean([tr.train_step()["l1"] for _ in range(5)])
+    assert last < 0.8 * first, (first, last)
+
+
+def test_style_steps_lower_the_style_loss(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
+    """Style steps (VGG Gram + content + adversarial) on real paintings lower the Gram loss."""
+    cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, styles_root=str(datasets / "styles"),
+                    style_limit=8, gram_samples=4, vgg=str(vgg_path), lr_g=3e-3)
+    tr = Trainer(cfg)
+    first = np.mean([tr.train_step()["style"] for _ in range(3)])
+    for _ in range(25):
+        tr.train_step()
+    last = np.mean([tr.train_step()["style"] for _ in range(3)])
+    assert last < first, (first, last)
+
+
+def test_fit_saves_config_samples_and_resumes(tmp_path: Path, photo_folder: Path):
+    """fit() writes a checkpoint, the resolved config beside it, a sample grid; resume continues the step count."""
+    cfg = _tiny_cfg(tmp_path, photo_folder, steps=20)
+    Trainer(cfg).fit()
+    run = Path(cfg.out)
+    assert (run / "last.pt").is_file() and (run / "samples_000020.png").is_file()
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["size"] == 32 and saved["widths"] == list(TINY["widths"])
+    grid = Image.open(run / "samples_000020.png")
+    assert grid.size == (32 * 0 + 256 * (len(contract.STYLES) + 2), 256 * 2)
+    resumed = Trainer(_tiny_cfg(tmp_path, photo_folder, steps=25, resume=str(run / "last.pt")))
+    assert resumed.step == 20
+    resumed.fit()
+    assert resumed.step == 25
+    lines = (run / "log.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 25
+    assert "val_psnr" in json.loads(lines[19])
+
+
+def test_python_m_training_help():
+    """`python -m training --help` lists kebab-case flags."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "training", "--help"], capture_output=True, text=True, check=True)
+    assert "--style-fraction" in out.stdout and "--resume" in out.stdout

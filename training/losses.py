@@ -1,0 +1,112 @@
+"""Losses: VGG19 perceptual/Gram features, colourfulness, hinge GAN."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# torchvision indices of the VGG19 "features" layers in the shared file (conv1_1 .. conv3_1).
+_VGG_CONVS = {0: (3, 64), 2: (64, 64), 5: (64, 128), 7: (128, 128), 10: (128, 256)}
+VGG_LAYERS = ("relu1_1", "relu2_1", "relu3_1")
+
+
+class VGGFeatures(nn.Module):
+    """Frozen VGG19 up to relu3_1, fed RGB in [0,1]; returns relu1_1, relu2_1, relu3_1.
+
+    The weights use the caffe convention (BGR, 0..255, mean subtracted); the mean and channel
+    order are read from the safetensors metadata, so this module converts internally.
+
+    Args:
+        path: the safetensors file (``../shared/weights/vgg19_relu3_1_caffe.safetensors``).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        super().__init__()
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"VGG weights not found at {path}")
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        self.convs = nn.ModuleDict()
+        for idx, (cin, cout) in _VGG_CONVS.items():
+            conv = nn.Conv2d(cin, cout, 3, padding=1)
+            conv.weight.data.copy_(tensors[f"features.{idx}.weight"])
+            conv.bias.data.copy_(tensors[f"features.{idx}.bias"])
+            self.convs[str(idx)] = conv
+        mean, bgr = _caffe_convention(meta)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
+        self.bgr = bgr
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
+        x = rgb.flip(1) if self.bgr else rgb
+        x = x * 255.0 - self.mean
+        c = self.convs
+        r11 = F.relu(c["0"](x))
+        h = F.relu(c["2"](r11))
+        h = F.max_pool2d(h, 2)
+        r21 = F.relu(c["5"](h))
+        h = F.relu(c["7"](r21))
+        h = F.max_pool2d(h, 2)
+        r31 = F.relu(c["10"](h))
+        return [r11, r21, r31]
+
+
+def _caffe_convention(meta: dict[str, str]) -> tuple[list[float], bool]:
+    """Mean (in the model's channel order) and whether the model wants BGR, from file metadata.
+
+    The shared file says e.g. ``BGR channel order, 0..255, minus mean (B,G,R)=(103.939,116.779,123.68)``.
+    """
+    text = meta.get("input_convention", "")
+    bgr = "bgr" in text.lower()
+    m = re.search(r"=\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*\)", text)
+    if m is None:
+        raise ValueError(f"VGG weights carry no readable input convention: {text!r}")
+    return [float(v) for v in m.groups()], bgr
+
+
+def gram(feat: torch.Tensor) -> torch.Tensor:
+    """Gram matrix [N,C,C] of features [N,C,H,W], normalised by C*H*W."""
+    n, c, h, w = feat.shape
+    f = feat.reshape(n, c, h * w)
+    return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
+
+
+def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
+    """Hasler & Suesstrunk colourfulness per image, on a 0..255 scale: [N]."""
+    r, g, b = (rgb * 255.0).unbind(1)
+    rg = r - g
+    yb = 0.5 * (r + g) - b
+    std = torch.sqrt(rg.var(dim=(1, 2)) + yb.var(dim=(1, 2)) + 1e-6)
+    mean = torch.sqrt(rg.mean(dim=(1, 2)) ** 2 + yb.mean(dim=(1, 2)) ** 2 + 1e-6)
+    return std + 0.3 * mean
+
+
+def chroma_deficit(pred_cbcr: torch.Tensor, true_cbcr: torch.Tensor) -> torch.Tensor:
+    """Penalty for washed-out colour: how far the predicted chroma spread falls below the truth's."""
+    ps = pred_cbcr.flatten(2).std(dim=2)  # [N,2]
+    ts = true_cbcr.flatten(2).std(dim=2)
+    return F.relu(ts - ps).mean()
+
+
+def d_hinge(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    return F.relu(1.0 - real).mean() + F.relu(1.0 + fake).mean()
+
+
+def g_hinge(fake: torch.Tensor) -> torch.Tensor:
+    return -fake.mean()
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()

@@ -1,0 +1,365 @@
+"""Trainer for the unified generator.
+
+Every step trains on one batch of colour photos (colorization: paired, reconstruction +
+adversarial + a penalty on washed-out chroma) and, with probability ``style_fraction``, one batch
+of the same photos rendered in random painting styles (unpaired: VGG content loss on the input
+luminance, Gram style loss against the style's mean Gram, adversarial against that style's
+paintings). One projection discriminator judges both: class 0 is "real photo", class k style k.
+
+Run ``python -m training --help`` for the flags; each is a field of :class:`TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sdk import contract, metrics
+from training import losses
+from training.data import ImageBank, list_images
+from training.model import Discriminator, Generator, GeneratorConfig, one_hot_style, rgb_to_ycbcr, ycbcr_to_rgb
+
+log = logging.getLogger(__name__)
+
+PAINTING_STYLES = tuple(s for s in contract.STYLES if s != contract.NATURAL)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on; saved as ``config.json`` beside each checkpoint."""
+
+    photos: str = "../shared/datasets/photos/train"
+    val_photos: str = "../shared/datasets/photos/val"
+    styles_root: str = "../shared/datasets/styles"
+    style_split: str = "train"
+    vgg: str = "../shared/weights/vgg19_relu3_1_caffe.safetensors"
+    out: str = "runs/default"
+    size: int = 128
+    batch: int = 8
+    steps: int = 2000
+    style_fraction: float = 0.5
+    load_size: int = 256
+    crop_scale: tuple[float, float] = (1.0, 2.0)
+    photo_limit: int = 0
+    style_limit: int = 0
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    w_l1: float = 20.0
+    w_luma: float = 10.0
+    w_chroma: float = 5.0
+    w_adv_color: float = 0.05
+    w_content: float = 1.0
+    w_style: float = 3.0
+    w_adv_style: float = 0.1
+    w_tv: float = 0.5
+    gram_samples: int = 64
+    ema: float = 0.999
+    widths: tuple[int, int, int, int] = GeneratorConfig.widths
+    n_res: int = GeneratorConfig.n_res
+    attention: bool = True
+    val_every: int = 500
+    val_images: int = 32
+    ckpt_every: int = 500
+    init: str = ""
+    resume: str = ""
+    device: str = "auto"
+    threads: int = 0
+    seed: int = 0
+    progress: bool = True
+
+    def generator_config(self) -> GeneratorConfig:
+        return GeneratorConfig(widths=tuple(self.widths), n_res=self.n_res, attention=self.attention)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Build a :class:`TrainConfig` from kebab-case flags (``--style-fraction 0.5``)."""
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if isinstance(default, bool):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, tuple):
+            p.add_argument(flag, type=type(default[0]), nargs=len(default), default=default, metavar="N")
+        else:
+            p.add_argument(flag, type=type(default), default=default)
+    ns = p.parse_args(argv)
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(ns).items()}
+    return TrainConfig(**values)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_tensor(batch_u8: np.ndarray, device: torch.device) -> torch.Tensor:
+    """[N,H,W,3] uint8 -> [N,3,H,W] float in [0,1]."""
+    return torch.from_numpy(np.require(batch_u8, requirements="W")).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+class Trainer:
+    """Holds the models, optimisers, data and state of one run."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.out = Path(cfg.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+        self.G = Generator(cfg.generator_config()).to(self.device)
+        self.G_ema = Generator(cfg.generator_config()).to(self.device).eval().requires_grad_(False)
+        self.D = Discriminator().to(self.device)
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(0.5, 0.99))
+        self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
+        self.step = 0
+        self.history: list[dict[str, float]] = []
+
+        limit = cfg.photo_limit or None
+        self.photos = ImageBank(cfg.photos, cfg.load_size, limit)
+        self.val_files = list_images(cfg.val_photos)[: cfg.val_images] if cfg.val_photos else []
+        self.paintings: dict[int, ImageBank] = {}
+        self.vgg: losses.VGGFeatures | None = None
+        self.style_grams: dict[int, list[torch.Tensor]] = {}
+        if cfg.style_fraction > 0:
+            self.vgg = losses.VGGFeatures(cfg.vgg).to(self.device)
+            for name in PAINTING_STYLES:
+                idx = contract.STYLES.index(name)
+                folder = Path(cfg.styles_root) / name / cfg.style_split
+                self.paintings[idx] = ImageBank(folder, cfg.load_size, cfg.style_limit or None)
+            self._style_targets()
+
+        self.G_ema.load_state_dict(self.G.state_dict())
+        if cfg.resume:
+            self._load(cfg.resume, full=True)
+        elif cfg.init:
+            self._load(cfg.init, full=False)
+        self.amp = self.device.type == "cuda"
+
+    # ---------------------------------------------------------------- setup
+    @torch.no_grad()
+    def _style_targets(self) -> None:
+        """Mean Gram matrices per style over random crops of its paintings."""
+        assert self.vgg is not None
+        for idx, bank in self.paintings.items():
+            acc = None
+            n = self.cfg.gram_samples
+            for start in range(0, n, 16):
+                crops = to_tensor(bank.batch(self.rng, min(16, n - start), self.cfg.size), self.device)
+                grams = [losses.gram(f).sum(0) for f in self.vgg(crops)]
+                acc = grams if acc is None else [a + g for a, g in zip(acc, grams)]
+            self.style_grams[idx] = [a / n for a in acc]
+
+    def _load(self, path: str, full: bool) -> None:
+        ck = torch.load(path, map_location=self.device, weights_only=False)
+        self.G.load_state_dict(ck["G"])
+        self.G_ema.load_state_dict(ck["G_ema"])
+        if "D" in ck:
+            self.D.load_state_dict(ck["D"])
+        if full:
+            self.opt_g.load_state_dict(ck["opt_g"])
+            self.opt_d.load_state_dict(ck["opt_d"])
+            self.step = ck["step"]
+            self.history = ck.get("history", [])
+            self.rng = np.random.default_rng(self.cfg.seed + self.step)
+        log.info("loaded %s (%s) at step %d", path, "resume" if full else "init", ck["step"])
+
+    def save(self, name: str = "last.pt") -> Path:
+        """Write the checkpoint and the resolved config beside it."""
+        path = self.out / name
+        tmp = path.with_suffix(".tmp")
+        torch.save(
+            {
+                "G": self.G.state_dict(),
+                "G_ema": self.G_ema.state_dict(),
+                "D": self.D.state_dict(),
+                "opt_g": self.opt_g.state_dict(),
+                "opt_d": self.opt_d.state_dict(),
+                "step": self.step,
+                "history": self.history,
+                "config": dataclasses.asdict(self.cfg),
+                "generator": dataclasses.asdict(self.cfg.generator_config()),
+            },
+            tmp,
+        )
+        tmp.replace(path)
+        (self.out / "config.json").write_text(json.dumps(dataclasses.asdict(self.cfg), indent=2))
+        return path
+
+    # ---------------------------------------------------------------- steps
+    def _colour_losses(self, rgb: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        cfg = self.cfg
+        ycc = rgb_to_ycbcr(rgb)
+        luma = ycc[:, :1]
+        style = one_hot_style(torch.zeros(len(rgb), dtype=torch.long, device=self.device))
+        pred = self.G(luma, style)
+        fake_rgb = ycbcr_to_rgb(pred)
+        l1 = F.l1_loss(pred[:, 1:], ycc[:, 1:])
+        l_luma = F.l1_loss(pred[:, :1], luma)
+        l_chroma = losses.chroma_deficit(pred[:, 1:], ycc[:, 1:])
+        label = torch.zeros(len(rgb), dtype=torch.long, device=self.device)
+        adv = losses.g_hinge(self.D(fake_rgb, label))
+        total = cfg.w_l1 * l1 + cfg.w_luma * l_luma + cfg.w_chroma * l_chroma + cfg.w_adv_color * adv
+        return total, {"l1": l1.item(), "chroma": l_chroma.item(), "adv_c": adv.item()}, fake_rgb
+
+    def _style_losses(self, rgb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        cfg = self.cfg
+        assert self.vgg is not None
+        luma = rgb_to_ycbcr(rgb)[:, :1]
+        pred = self.G(luma, one_hot_style(labels))
+        fake_rgb = ycbcr_to_rgb(pred)
+        feats = self.vgg(fake_rgb)
+        with torch.no_grad():
+            content = self.vgg(luma.expand(-1, 3, -1, -1))[-1]
+        l_content = F.mse_loss(feats[-1], content) / (content.pow(2).mean() + 1e-8)
+        l_style = fake_rgb.new_zeros(())
+        for li, f in enumerate(feats):
+            g = losses.gram(f)
+            target = torch.stack([self.style_grams[int(k)][li] for k in labels])
+            l_style = l_style + ((g - target) ** 2).sum(dim=(1, 2)).div(target.pow(2).sum(dim=(1, 2))).mean()
+        adv = losses.g_hinge(self.D(fake_rgb, labels))
+        tv = losses.total_variation(fake_rgb)
+        total = cfg.w_content * l_content + cfg.w_style * l_style + cfg.w_adv_style * adv + cfg.w_tv * tv
+        return total, {"content": l_content.item(), "style": l_style.item(), "adv_s": adv.item()}, fake_rgb
+
+    def train_step(self) -> dict[str, float]:
+        """One generator and one discriminator update; returns the losses."""
+        cfg = self.cfg
+        rgb = to_tensor(self.photos.batch(self.rng, cfg.batch, cfg.size, cfg.crop_scale), self.device)
+        do_style = self.paintings and self.rng.random() < cfg.style_fraction
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss_g, stats, fake_c = self._colour_losses(rgb)
+            if do_style:
+                labels_np = self.rng.choice(sorted(self.paintings), size=cfg.batch)
+                labels = torch.from_numpy(labels_np).to(self.device)
+                rgb_s = to_tensor(self.photos.batch(self.rng, cfg.batch, cfg.size, cfg.crop_scale), self.device)
+                loss_s, stats_s, fake_s = self._style_losses(rgb_s, labels)
+                loss_g = loss_g + loss_s
+                stats.update(stats_s)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+
+        # Discriminator: real photos vs colorized, real paintings vs stylized.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            zeros = torch.zeros(cfg.batch, dtype=torch.long, device=self.device)
+            loss_d = losses.d_hinge(self.D(rgb, zeros), self.D(fake_c.detach(), zeros))
+            if do_style:
+                real_p = torch.cat([to_tensor(self.paintings[int(k)].batch(self.rng, 1, cfg.size, (1.0, 1.0)), self.device) for k in labels_np])
+                loss_d = loss_d + losses.d_hinge(self.D(real_p, labels), self.D(fake_s.detach(), labels))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        with torch.no_grad():
+            for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                pe.lerp_(p, 1.0 - cfg.ema)
+            for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                be.copy_(b)
+        self.step += 1
+        stats["g"] = loss_g.item()
+        stats["d"] = loss_d.item()
+        return stats
+
+    # ---------------------------------------------------------------- validation
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """PSNR / SSIM / colourfulness of EMA colorization at the working size, vs the grey baseline."""
+        rows = []
+        for f in self.val_files:
+            rgb = _load_work_size(f)
+            x = to_tensor(rgb[None], self.device)
+            ycc = rgb_to_ycbcr(x)
+            pred = self.G_ema(ycc[:, :1], one_hot_style(torch.zeros(1, dtype=torch.long, device=self.device)))
+            pred = torch.cat([ycc[:, :1], pred[:, 1:]], 1)  # colour onto the true luminance, as the SDK does
+            out = (ycbcr_to_rgb(pred)[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+            grey = np.repeat((ycc[0, 0].cpu().numpy()[..., None] * 255).round().clip(0, 255).astype(np.uint8), 3, 2)
+            rows.append((metrics.psnr(out, rgb), metrics.psnr(grey, rgb), metrics.colourfulness(out), metrics.colourfulness(rgb)))
+        if not rows:
+            return {}
+        a = np.mean(rows, axis=0)
+        return {"val_psnr": a[0], "val_psnr_grey": a[1], "val_cf": a[2], "val_cf_true": a[3]}
+
+    @torch.no_grad()
+    def sample_grid(self, path: Path, n: int = 4) -> None:
+        """Rows: validation photos; columns: grey input, each style, ground truth."""
+        tiles = []
+        for f in self.val_files[:n]:
+            rgb = _load_work_size(f, square=True)
+            x = to_tensor(rgb[None], self.device)
+            luma = rgb_to_ycbcr(x)[:, :1]
+            row = [np.repeat((luma[0, 0].cpu().numpy()[..., None] * 255).astype(np.uint8), 3, 2)]
+            for k in range(len(contract.STYLES)):
+                out = ycbcr_to_rgb(self.G_ema(luma, one_hot_style(torch.tensor([k], device=self.device))))
+                row.append((out[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8))
+            row.append(rgb)
+            tiles.append(np.concatenate(row, axis=1))
+        if tiles:
+            Image.fromarray(np.concatenate(tiles, axis=0)).save(path)
+
+    # ---------------------------------------------------------------- loop
+    def fit(self) -> None:
+        cfg = self.cfg
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, dynamic_ncols=True)
+        t0 = time.time()
+        logf = (self.out / "log.jsonl").open("a")
+        while self.step < cfg.steps:
+            stats = self.train_step()
+            bar.update(1)
+            if self.step % 10 == 0:
+                bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
+            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                stats.update(self.validate())
+                self.sample_grid(self.out / f"samples_{self.step:06d}.png")
+                log.info("step %d %s", self.step, {k: round(v, 4) for k, v in stats.items()})
+            stats.update(step=self.step, time=time.time() - t0)
+            logf.write(json.dumps(stats) + "\n")
+            if self.step % 50 == 0:
+                logf.flush()
+            self.history.append(stats)
+            self.history = self.history[-1000:]
+            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                self.save()
+        logf.close()
+        bar.close()
+
+
+def _load_work_size(path: Path, square: bool = False) -> np.ndarray:
+    """A validation photo at the default working size: long side WORK_SIZE, sides multiples of 16."""
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        if square:
+            s = min(im.size)
+            im = im.crop(((im.width - s) // 2, (im.height - s) // 2, (im.width + s) // 2, (im.height + s) // 2))
+        scale = contract.WORK_SIZE / max(im.size)
+        m = contract.SIZE_MULTIPLE
+        size = tuple(max(m, int(math.floor(v * scale / m + 0.5)) * m) for v in im.size)
+        return np.asarray(im.resize(size, Image.BILINEAR))
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    cfg = parse_args(argv)
+    trainer = Trainer(cfg)
+    log.info("training on %s: %d photos, %s", trainer.device, len(trainer.photos), {contract.STYLES[k]: len(v) for k, v in trainer.paintings.items()})
+    trainer.fit()
+    return 0
+
