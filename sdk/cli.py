@@ -113,6 +113,18 @@ def run_batch(fn: Callable, inputs: list[tuple[Path, Path]], targets: list[Path]
     return {"written": written, "skipped_existing": skipped}
 
 
+def _match_stem(folder: Path, rel: Path) -> Path:
+    """The file in ``folder`` at ``rel`` with any image suffix (stylize writes .png for a .jpg)."""
+    exact = folder / rel
+    if exact.is_file():
+        return exact
+    for suffix in sorted(IMAGE_SUFFIXES):
+        candidate = (folder / rel).with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return exact
+
+
 def _parse_style(text: str):
     """``ukiyoe`` or ``ukiyoe=0.6,rococo=0.4``."""
     if "=" not in text:
@@ -179,10 +191,10 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "fuse":
         inputs = collect_inputs([args.content])
         base = Path(args.stylized)
-        pairs = {src: (base / rel if base.is_dir() else base) for src, rel in inputs}
+        pairs = {src: (_match_stem(base, rel) if base.is_dir() else base) for src, rel in inputs}
         for src, sty in pairs.items():
             if not sty.is_file():
-                raise InvalidArgumentError(f"no stylized image {sty} for {src}")
+                raise InvalidArgumentError(f"no stylized image {sty} for {src}; expected a file with the same name (any image suffix) in {base}")
         targets = plan_outputs(inputs, args.out, args.format)
         summary = run_batch(lambda src: sdk.fuse(src, pairs[src], method=args.method, detail=args.detail, weight=args.weight),
                             inputs, targets, args.overwrite, "fuse", args.quiet)

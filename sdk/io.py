@@ -101,6 +101,9 @@ def _from_pil(im: Image.Image, kind: str, name: str) -> Decoded:
         pass
     mode = im.mode
     alpha = None
+    if mode in ("La", "RGBa"):  # premultiplied alpha (channel "a"): un-premultiply to LA / RGBA first
+        im = im.convert("LA" if mode == "La" else "RGBA")
+        mode = im.mode
     if mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
         mode = im.mode

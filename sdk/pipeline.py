@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Union
@@ -80,14 +81,14 @@ class Pipeline:
         for name, w in blend.items():
             if name not in names:
                 raise UnknownStyleError(f"unknown style {name!r}; valid styles: {', '.join(names)}")
-            if not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
                 raise InvalidArgumentError(f"style weight for {name!r} is {w!r}; expected a finite number >= 0")
             vec[names.index(name)] += float(w)
         total = float(vec.sum())
         if total <= 0:
             raise InvalidArgumentError(f"style weights {dict(blend)} sum to 0; give at least one positive weight")
         vec /= total
-        if not isinstance(strength, (int, float)) or not 0.0 <= strength <= 1.0:
+        if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
             raise InvalidArgumentError(f"strength is {strength!r}; expected a number in [0, 1] (1 = full style, 0 = natural colorization)")
         natural = np.zeros_like(vec)
         natural[names.index(contract.NATURAL)] = 1.0
@@ -219,10 +220,10 @@ def fuse(
     if method not in FUSE_METHODS:
         raise InvalidArgumentError(f"unknown fusion method {method!r}; expected one of {FUSE_METHODS}")
     for name, v in (("detail", detail), ("weight", weight)):
-        if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+        if not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:
             raise InvalidArgumentError(f"{name} is {v!r}; expected a number in [0, 1]")
     for name, v in (("detail_levels", detail_levels), ("levels", levels)):
-        if not isinstance(v, int) or v < 1:
+        if not isinstance(v, numbers.Integral) or v < 1:
             raise InvalidArgumentError(f"{name} is {v!r}; expected an integer >= 1")
     c = decode(content, "content")
     s = decode(stylized, "stylized")

@@ -58,21 +58,26 @@ def resize_plane(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 def ycbcr_to_rgb_u8(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray:
     """Full-range YCbCr planes (Y in [0,1], Cb/Cr in [-0.5,0.5], float32 HxW) -> HxWx3 uint8.
 
-    ``R = Y + 1.402 Cr``, ``G = Y - 0.344 Cb - 0.714 Cr``, ``B = Y + 1.772 Cb``, computed in
-    float32 on a 0..255 scale, rounded and clipped.
+    Out-of-gamut colour is pulled toward grey per pixel instead of clipping each channel, so the
+    luminance stays exactly Y: with ``d_c = M[c,1] Cb + M[c,2] Cr`` (which carry no luminance,
+    hence ``max d >= 0 >= min d``), the chroma is scaled by
+    ``t = min(1, (1 - Y) / max d, Y / -min d)``.
     """
     m = _YCC2RGB
+    d = [cb * m[c, 1] + cr * m[c, 2] if m[c, 1] and m[c, 2] else (cb * m[c, 1] if m[c, 1] else cr * m[c, 2]) for c in range(3)]
+    hi = np.maximum(np.maximum(d[0], d[1]), d[2])
+    lo = np.minimum(np.minimum(d[0], d[1]), d[2])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.minimum((np.float32(1.0) - y) / hi, y / -lo)
+    np.nan_to_num(t, copy=False, nan=1.0, posinf=1.0)
+    np.clip(t, 0.0, 1.0, out=t)
+    t *= np.float32(255.0)
+    y255 = y * np.float32(255.0) + np.float32(0.5)
     out = np.empty(y.shape + (3,), np.uint8)
-    y255 = y * np.float32(255.0)
-    cb255 = cb * np.float32(255.0)
-    cr255 = cr * np.float32(255.0)
     tmp = np.empty_like(y255)
     for c in range(3):
-        np.multiply(cb255, m[c, 1], out=tmp)
+        np.multiply(d[c], t, out=tmp)
         tmp += y255
-        if m[c, 2] != 0.0:
-            tmp += cr255 * m[c, 2]
-        tmp += np.float32(0.5)
         np.clip(tmp, 0.0, 255.0, out=tmp)
         out[:, :, c] = tmp
     return out

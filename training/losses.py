@@ -93,11 +93,16 @@ def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
     return std + 0.3 * mean
 
 
-def chroma_deficit(pred_cbcr: torch.Tensor, true_cbcr: torch.Tensor) -> torch.Tensor:
-    """Penalty for washed-out colour: how far the predicted chroma spread falls below the truth's."""
-    ps = pred_cbcr.flatten(2).std(dim=2)  # [N,2]
-    ts = true_cbcr.flatten(2).std(dim=2)
-    return F.relu(ts - ps).mean()
+def rebalanced_l1(pred_cbcr: torch.Tensor, true_cbcr: torch.Tensor, rebalance: float) -> torch.Tensor:
+    """L1 on chroma with saturated pixels weighted up: ``w = 1 + rebalance * |c_true|``.
+
+    Plain L1 regresses to the median colour and washes images out; weighting saturated pixels
+    (as CIC's class rebalancing does) keeps strong colours where the truth has them. Unlike a
+    penalty on the predicted chroma's spread, it cannot be satisfied by colour that merely
+    follows luminance.
+    """
+    w = 1.0 + rebalance * true_cbcr.norm(dim=1, keepdim=True)  # [N,1,H,W]
+    return (w * (pred_cbcr - true_cbcr).abs()).mean() / w.mean()
 
 
 def d_hinge(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:

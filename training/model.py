@@ -6,11 +6,12 @@ full-range YCbCr (see :mod:`sdk.contract`). Style enters through FiLM: every blo
 shifts its channels by ``1 + s @ W_gamma`` and ``s @ W_beta``. That is conditional instance
 norm's conditioning without the per-image statistics, so blending styles blends the vectors, the
 whole thing is a MatMul in ONNX, and no normalisation layer runs at inference except at the
-cheap 1/16-resolution bottleneck.
+cheap 1/16-resolution bottleneck. The style weights also enter the stem as constant planes, so
+the very first convolution already sees which style is asked for.
 
 Layout (working resolution H x W, both multiples of 16)::
 
-    luma [N,1,H,W] -> stem (s2)  [N,c0,H/2]  -> down1 (s2) [N,c1,H/4] -> down2 (s2) [N,c2,H/8]
+    luma [N,1,H,W] + style planes [N,S,H,W] -> stem (s2)  [N,c0,H/2]  -> down1 (s2) [N,c1,H/4] -> down2 (s2) [N,c2,H/8]
                    -> down3 (s2) [N,c3,H/16] -> bottleneck: res blocks + multi-modal attention
                    -> up3 [N,c2,H/8] (+ skip) -> up2 [N,c1,H/4] (+ skip) -> up1 [N,c0,H/2] (+ skip)
                    -> head: upsample, conv -> [N,3,H,W] (Y residual on input luma, Cb, Cr)
@@ -53,8 +54,9 @@ class FiLM(nn.Module):
         super().__init__()
         self.gamma = nn.Linear(n_styles, channels, bias=False)
         self.beta = nn.Linear(n_styles, channels, bias=False)
-        nn.init.zeros_(self.gamma.weight)
-        nn.init.zeros_(self.beta.weight)
+        # Small random init: every style gets its own scale/shift from step one.
+        nn.init.normal_(self.gamma.weight, std=0.05)
+        nn.init.normal_(self.beta.weight, std=0.05)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         g = self.gamma(s)[:, :, None, None]  # [N,C,1,1]
@@ -135,7 +137,7 @@ class Generator(nn.Module):
         self.cfg = cfg
         c0, c1, c2, c3 = cfg.widths
         ns = cfg.n_styles
-        self.stem = ConvBlock(1, c0, ns, stride=2)
+        self.stem = ConvBlock(1 + ns, c0, ns, stride=2)  # luma + one constant plane per style weight
         self.down1 = ConvBlock(c0, c1, ns, stride=2)
         self.down2 = ConvBlock(c1, c2, ns, stride=2)
         self.down3 = ConvBlock(c2, c3, ns, stride=2)
@@ -149,7 +151,8 @@ class Generator(nn.Module):
     def forward(self, luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         # luma: [N,1,H,W] in [0,1]; style: [N,S]
         x = luma * 2.0 - 1.0
-        e0 = self.stem(x, style)  # [N,c0,H/2,W/2]
+        planes = style[:, :, None, None].expand(-1, -1, luma.shape[2], luma.shape[3])  # [N,S,H,W]
+        e0 = self.stem(torch.cat([x, planes], dim=1), style)  # [N,c0,H/2,W/2]
         e1 = self.down1(e0, style)  # [N,c1,H/4,W/4]
         e2 = self.down2(e1, style)  # [N,c2,H/8,W/8]
         h = self.down3(e2, style)  # [N,c3,H/16,W/16]

@@ -1,7 +1,7 @@
 """Trainer for the unified generator.
 
-Every step trains on one batch of colour photos (colorization: paired, reconstruction +
-adversarial + a penalty on washed-out chroma) and, with probability ``style_fraction``, one batch
+Every step trains on one batch of colour photos (colorization: paired, saturation-rebalanced L1 +
+adversarial) and, with probability ``style_fraction``, one batch
 of the same photos rendered in random painting styles (unpaired: VGG content loss on the input
 luminance, Gram style loss against the style's mean Gram, adversarial against that style's
 paintings). One projection discriminator judges both: class 0 is "real photo", class k style k.
@@ -53,11 +53,11 @@ class TrainConfig:
     crop_scale: tuple[float, float] = (1.0, 2.0)
     photo_limit: int = 0
     style_limit: int = 0
-    lr_g: float = 2e-4
+    lr_g: float = 5e-4
     lr_d: float = 2e-4
     w_l1: float = 20.0
     w_luma: float = 10.0
-    w_chroma: float = 5.0
+    rebalance: float = 10.0
     w_adv_color: float = 0.05
     w_content: float = 1.0
     w_style: float = 3.0
@@ -210,13 +210,12 @@ class Trainer:
         style = one_hot_style(torch.zeros(len(rgb), dtype=torch.long, device=self.device))
         pred = self.G(luma, style)
         fake_rgb = ycbcr_to_rgb(pred)
-        l1 = F.l1_loss(pred[:, 1:], ycc[:, 1:])
+        l1 = losses.rebalanced_l1(pred[:, 1:], ycc[:, 1:], cfg.rebalance)
         l_luma = F.l1_loss(pred[:, :1], luma)
-        l_chroma = losses.chroma_deficit(pred[:, 1:], ycc[:, 1:])
         label = torch.zeros(len(rgb), dtype=torch.long, device=self.device)
         adv = losses.g_hinge(self.D(fake_rgb, label))
-        total = cfg.w_l1 * l1 + cfg.w_luma * l_luma + cfg.w_chroma * l_chroma + cfg.w_adv_color * adv
-        return total, {"l1": l1.item(), "chroma": l_chroma.item(), "adv_c": adv.item()}, fake_rgb
+        total = cfg.w_l1 * l1 + cfg.w_luma * l_luma + cfg.w_adv_color * adv
+        return total, {"l1": l1.item(), "adv_c": adv.item()}, fake_rgb
 
     def _style_losses(self, rgb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         cfg = self.cfg

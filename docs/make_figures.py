@@ -1,0 +1,50 @@
+"""Make docs/samples.png: public-domain photos, made grey, colorized and stylized by the bundled model.
+
+    python docs/make_figures.py            # needs the dev extras (scikit-image ships the photos)
+
+Photos (from scikit-image's bundled sample data): NASA's astronaut Eileen Collins (public
+domain), coffee (CC0, Rachel Michetti), Chelsea the cat (CC0, Stefan van der Walt), DSCOVR
+launch (SpaceX, CC0). Columns: grey input, colorized, the four styles, the original.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+import sdk
+
+
+def main(out: str = "docs/samples.png", model_dir: str | None = None, tile: int = 192) -> None:
+    from skimage import data
+
+    pipe = sdk.load(model_dir)
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    header = ["grey input", "colorized"] + pipe.styles()[1:] + ["original"]
+    rows = []
+    for rgb in photos:
+        grey = np.asarray(Image.fromarray(rgb).convert("L"))
+        cells = [np.repeat(grey[:, :, None], 3, 2), pipe.colorize(grey)]
+        cells += [pipe.stylize(grey, s) for s in pipe.styles()[1:]]
+        cells.append(rgb)
+        resized = []
+        for c in cells:
+            im = Image.fromarray(c)
+            s = min(im.size)
+            im = im.crop(((im.width - s) // 2, (im.height - s) // 2, (im.width + s) // 2, (im.height + s) // 2))
+            resized.append(np.asarray(im.resize((tile, tile), Image.LANCZOS)))
+        rows.append(np.concatenate(resized, axis=1))
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    canvas = Image.new("RGB", (grid.width, grid.height + 20), "white")
+    canvas.paste(grid, (0, 20))
+    draw = ImageDraw.Draw(canvas)
+    for i, h in enumerate(header):
+        draw.text((i * tile + 6, 4), h, fill="black")
+    canvas.save(out)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2])
