@@ -173,20 +173,6 @@ class Pipeline:
         ]
         return results if many else results[0]
 
-    def fuse(
-        self,
-        content: ImageInput,
-        stylized: ImageInput,
-        method: str = "laplacian",
-        detail: float = 0.7,
-        detail_levels: int = 2,
-        levels: int = 5,
-        weight: float = 0.5,
-    ):
-        """Blend a stylized result with the original (see :func:`sdk.fuse`)."""
-        return fuse(content, stylized, method=method, detail=detail, detail_levels=detail_levels, levels=levels, weight=weight)
-
-
 def fuse(
     content: ImageInput,
     stylized: ImageInput,
@@ -241,3 +227,7 @@ def fuse(
     else:
         out = processing.fuse_luminance(c_rgb, s_rgb, weight)
     return encode(out, c)
+
+
+# Fusion needs no model: ``Pipeline.fuse`` is the module-level function, same signature and docs.
+Pipeline.fuse = staticmethod(fuse)  # type: ignore[method-assign]

@@ -67,7 +67,7 @@ class TrainConfig:
     ema: float = 0.999
     widths: tuple[int, int, int, int] = GeneratorConfig.widths
     n_res: int = GeneratorConfig.n_res
-    attention: bool = True
+    attention: bool = GeneratorConfig.attention
     val_every: int = 500
     val_images: int = 32
     ckpt_every: int = 500
