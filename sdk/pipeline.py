@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,8 @@ StyleSpec = Union[str, Mapping[str, float]]
 """A style name (``"ukiyoe"``) or a blend of names to weights (``{"ukiyoe": .6, "rococo": .4}``)."""
 
 FUSE_METHODS = ("laplacian", "weighted", "luminance")
+
+log = logging.getLogger("sdk")
 
 
 class Pipeline:
@@ -43,6 +46,7 @@ class Pipeline:
     def __init__(self, model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, verify: bool = True) -> None:
         self.manifest: Manifest = load_manifest(model_dir if model_dir is not None else default_model_dir(), verify=verify)
         self.runner = backends.create(backend, self.manifest, threads=threads)
+        log.info("chromaforge: %s", self.runner.reason)
 
     # ------------------------------------------------------------------ info
     @property

@@ -139,10 +139,11 @@ def test_style_steps_lower_the_style_loss(tmp_path: Path, photo_folder: Path, da
 
 def test_fit_saves_config_samples_and_resumes(tmp_path: Path, photo_folder: Path):
     """fit() writes a checkpoint, the resolved config beside it, a sample grid; resume continues the step count."""
-    cfg = _tiny_cfg(tmp_path, photo_folder, steps=20)
+    cfg = _tiny_cfg(tmp_path, photo_folder, steps=20, keep_every=10)
     Trainer(cfg).fit()
     run = Path(cfg.out)
     assert (run / "last.pt").is_file() and (run / "samples_000020.png").is_file()
+    assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_000010.pt", "step_000020.pt"]
     saved = json.loads((run / "config.json").read_text())
     assert saved["size"] == 32 and saved["widths"] == list(TINY["widths"])
     grid = Image.open(run / "samples_000020.png")

@@ -22,14 +22,18 @@ from sdk import metrics
 from training.data import list_images
 
 
-def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = "auto") -> dict:
+def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = "auto", offset: int = 0) -> dict:
     """Mean PSNR / SSIM / colourfulness of the model and of the grey baseline over ``photos``.
+
+    ``offset`` skips the first files (sorted order): the trainer validates on the first
+    ``--val-images`` files, so ``offset`` = that number scores only photos that never took part
+    in choosing a checkpoint.
 
     Returns:
         ``{"model": {...}, "baseline_grey": {...}, "ground_truth": {"colourfulness": ...}, "images": n}``
     """
     pipe = sdk.load(model_dir, backend=backend)
-    files = list_images(photos)
+    files = list_images(photos)[offset:]
     if limit:
         files = files[:limit]
     rows = []
@@ -47,6 +51,7 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
     m = a.mean(axis=0)
     return {
         "images": len(files),
+        "offset": offset,
         "photos": str(photos),
         "model": {"psnr": round(m[0], 3), "ssim": round(m[1], 4), "colourfulness": round(m[2], 2),
                   "psnr_wins_vs_grey": int((a[:, 0] > a[:, 3]).sum())},
@@ -62,10 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", default=None, help="exported model folder (default: the bundled model)")
     p.add_argument("--photos", default="../shared/datasets/photos/val", help="folder of colour photos")
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos")
+    p.add_argument("--offset", type=int, default=0, help="skip the first N photos (e.g. those used to pick a checkpoint)")
     p.add_argument("--backend", default="auto")
     p.add_argument("--json", default="", help="also write the result to this file")
     args = p.parse_args(argv)
-    result = evaluate(args.model_dir, args.photos, args.limit, args.backend)
+    result = evaluate(args.model_dir, args.photos, args.limit, args.backend, args.offset)
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

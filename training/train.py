@@ -37,7 +37,11 @@ PAINTING_STYLES = tuple(s for s in contract.STYLES if s != contract.NATURAL)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on; saved as ``config.json`` beside each checkpoint."""
+    """Everything a training run depends on; saved as ``config.json`` beside each checkpoint.
+
+    ``last.pt`` is rewritten every ``ckpt_every`` steps; ``keep_every`` > 0 also keeps
+    ``step_NNNNNN.pt`` snapshots for choosing a checkpoint on validation metrics afterwards.
+    """
 
     photos: str = "../shared/datasets/photos/train"
     val_photos: str = "../shared/datasets/photos/val"
@@ -68,9 +72,11 @@ class TrainConfig:
     widths: tuple[int, int, int, int] = GeneratorConfig.widths
     n_res: int = GeneratorConfig.n_res
     attention: bool = GeneratorConfig.attention
+    padding: str = GeneratorConfig.padding
     val_every: int = 500
     val_images: int = 32
     ckpt_every: int = 500
+    keep_every: int = 0
     init: str = ""
     resume: str = ""
     device: str = "auto"
@@ -79,7 +85,7 @@ class TrainConfig:
     progress: bool = True
 
     def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(widths=tuple(self.widths), n_res=self.n_res, attention=self.attention)
+        return GeneratorConfig(widths=tuple(self.widths), n_res=self.n_res, attention=self.attention, padding=self.padding)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -337,6 +343,8 @@ class Trainer:
             self.history = self.history[-1000:]
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self.save()
+            if cfg.keep_every and self.step % cfg.keep_every == 0:
+                self.save(f"step_{self.step:06d}.pt")  # kept for checkpoint selection
         logf.close()
         bar.close()
 
