@@ -1,4 +1,4 @@
-"""Make docs/samples.png: public-domain photos, made grey, colorized and stylized by the bundled model.
+"""Make docs/samples.jpg: public-domain photos, made grey, colorized and stylized by the bundled model.
 
     python docs/make_figures.py            # needs the dev extras (scikit-image ships the photos)
 
@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 import sdk
 
 
-def main(out: str = "docs/samples.png", model_dir: str | None = None, tile: int = 192) -> None:
+def main(out: str = "docs/samples.jpg", model_dir: str | None = None, tile: int = 192) -> None:
     from skimage import data
 
     pipe = sdk.load(model_dir)
@@ -43,7 +43,7 @@ def main(out: str = "docs/samples.png", model_dir: str | None = None, tile: int 
     draw = ImageDraw.Draw(canvas)
     for i, h in enumerate(header):
         draw.text((i * tile + 6, 4), h, fill="black")
-    canvas.save(out)
+    canvas.save(out, quality=88)
 
 
 if __name__ == "__main__":

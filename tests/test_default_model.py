@@ -39,7 +39,7 @@ def test_bundled_manifest_and_checksum():
     assert m.styles == contract.STYLES
     assert m.color_space == contract.COLOR_SPACE and m.precision == "fp32"
     assert m.model_path.stat().st_size < 10 * 2**20
-    assert m.raw["training"]["step"] >= 1000, "the bundled model must be a trained one"
+    assert m.raw["training"]["step"] >= 500, "the bundled model must be a trained one (steps of its last stage)"
     assert m.raw["parity"]["max_abs"] <= m.raw["parity"]["tolerance"]
 
 
