@@ -17,7 +17,8 @@ from pathlib import Path
 from sdk.errors import ChromaforgeError, InvalidArgumentError, OutputExistsError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-OUTPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+"""Output suffix -> Pillow format name."""
 
 
 class Progress:
@@ -65,10 +66,10 @@ def plan_outputs(inputs: list[tuple[Path, Path]], out: str, fmt: str) -> list[Pa
     result keeps its relative path with the ``fmt`` suffix.
     """
     o = Path(out)
-    if len(inputs) == 1 and o.suffix.lower() in OUTPUT_SUFFIXES and not o.is_dir():
+    if len(inputs) == 1 and o.suffix.lower() in _PIL_FORMATS and not o.is_dir():
         targets = [o]
     else:
-        if o.suffix.lower() in OUTPUT_SUFFIXES and len(inputs) > 1:
+        if o.suffix.lower() in _PIL_FORMATS and len(inputs) > 1:
             raise InvalidArgumentError(f"-o {out} looks like a file but there are {len(inputs)} inputs; give a folder")
         targets = [o / rel.with_suffix("." + fmt) for _, rel in inputs]
     input_set = {p.resolve() for p, _ in inputs}
@@ -84,19 +85,15 @@ def save_atomic(image, target: Path) -> None:
     """Write a PIL image to ``target`` through a temporary file in the same folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(target.suffix.lower())
+    fmt = _PIL_FORMATS[target.suffix.lower()]
     if fmt == "JPEG" and image.mode == "RGBA":
         image = image.convert("RGB")
     try:
-        image.save(tmp, format=fmt or None) if fmt else image.save(tmp, format=_pil_format(target))
+        image.save(tmp, format=fmt)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
-
-
-def _pil_format(target: Path) -> str:
-    return {".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}[target.suffix.lower()]
 
 
 def run_batch(fn: Callable, inputs: list[tuple[Path, Path]], targets: list[Path], overwrite: bool, label: str, quiet: bool) -> dict:
