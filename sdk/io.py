@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Union
 
@@ -29,29 +30,38 @@ class Decoded:
     """An input brought to the SDK's working form.
 
     Attributes:
-        rgb: HxWx3 uint8, or None for a grey input (then only ``luma`` is set).
-        luma: HxW uint8 luminance (BT.601, as PIL's ``convert("L")``).
+        rgb: HxWx3 uint8, or None for a grey input.
         alpha: HxW uint8 alpha channel, or None.
         kind: "pil", "array", "path" or "bytes": how to return the result.
         float_out: return a float32 array in [0, 1] instead of uint8 (float array inputs).
+        gray: HxW uint8 for a grey input, None for a colour one.
     """
 
     rgb: np.ndarray | None
-    luma: np.ndarray
     alpha: np.ndarray | None
     kind: str
     float_out: bool = False
+    gray: np.ndarray | None = None
+
+    @cached_property
+    def luma(self) -> np.ndarray:
+        """HxW uint8 luminance (BT.601, as PIL's ``convert("L")``), computed on first use only:
+        fusion never needs it, and at 12 MP it is a full-resolution pass."""
+        if self.gray is not None:
+            return self.gray
+        return np.asarray(Image.fromarray(self.rgb, "RGB").convert("L"))
 
     @property
     def size(self) -> tuple[int, int]:
         """(height, width)."""
-        return self.luma.shape[0], self.luma.shape[1]
+        arr = self.gray if self.gray is not None else self.rgb
+        return arr.shape[0], arr.shape[1]
 
     def rgb_or_gray(self) -> np.ndarray:
         """HxWx3 uint8, replicating the luminance for a grey input."""
         if self.rgb is not None:
             return self.rgb
-        return np.repeat(self.luma[:, :, None], 3, axis=2)
+        return np.repeat(self.gray[:, :, None], 3, axis=2)
 
 
 def decode(image: ImageInput, name: str = "image") -> Decoded:
@@ -123,9 +133,8 @@ def _from_pil(im: Image.Image, kind: str, name: str) -> Decoded:
     elif mode not in ("L", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX ...
     if im.mode == "L":
-        return Decoded(None, np.asarray(im), alpha, kind)
-    rgb = np.asarray(im)
-    return Decoded(rgb, np.asarray(im.convert("L")), alpha, kind)
+        return Decoded(None, alpha, kind, gray=np.asarray(im))
+    return Decoded(np.asarray(im), alpha, kind)
 
 
 def _from_array(arr: np.ndarray, name: str, kind: str = "array") -> Decoded:
@@ -163,9 +172,8 @@ def _from_array(arr: np.ndarray, name: str, kind: str = "array") -> Decoded:
         alpha = np.ascontiguousarray(u8[:, :, 3])
         u8 = np.ascontiguousarray(u8[:, :, :3])
     if u8.ndim == 2:
-        return Decoded(None, u8, alpha, kind, float_out)
-    luma = np.asarray(Image.fromarray(u8, "RGB").convert("L"))
-    return Decoded(u8, luma, alpha, kind, float_out)
+        return Decoded(None, alpha, kind, float_out, gray=u8)
+    return Decoded(u8, alpha, kind, float_out)
 
 
 def encode(rgb: np.ndarray, like: Decoded) -> Image.Image | np.ndarray | bytes:

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
+from PIL import Image
 
 from sdk import backends, contract, processing
-from sdk.errors import ImageFormatError, InvalidArgumentError, UnknownStyleError
+from sdk.errors import InvalidArgumentError, UnknownStyleError
 from sdk.io import Decoded, ImageInput, decode, encode
 from sdk.manifest import Manifest, default_model_dir, load_manifest
 
@@ -220,10 +221,7 @@ def fuse(
     c_rgb = c.rgb_or_gray()
     s_rgb = s.rgb_or_gray()
     if s_rgb.shape != c_rgb.shape:
-        if min(s_rgb.shape[:2]) < 1:
-            raise ImageFormatError(f"stylized image has shape {s_rgb.shape}; expected a non-empty image")
-        s_rgb = np.stack([processing.resize_plane(s_rgb[:, :, i].astype(np.float32), c.size) for i in range(3)], axis=2)
-        s_rgb = np.clip(s_rgb + 0.5, 0, 255).astype(np.uint8)
+        s_rgb = np.asarray(Image.fromarray(s_rgb, "RGB").resize((c.size[1], c.size[0]), Image.BILINEAR))
     if method == "laplacian":
         out = processing.fuse_laplacian(c_rgb, s_rgb, detail, detail_levels, levels)
     elif method == "weighted":

@@ -64,7 +64,9 @@ def ycbcr_to_rgb_u8(y: np.ndarray, cb: np.ndarray, cr: np.ndarray) -> np.ndarray
     ``t = min(1, (1 - Y) / max d, Y / -min d)``.
     """
     m = _YCC2RGB
-    d = [cb * m[c, 1] + cr * m[c, 2] if m[c, 1] and m[c, 2] else (cb * m[c, 1] if m[c, 1] else cr * m[c, 2]) for c in range(3)]
+    # Chroma's share of R, G, B. BT.601's inverse has no Cb in R and no Cr in B: skip those
+    # two full-resolution multiplies by zero.
+    d = [cr * m[0, 2], cb * m[1, 1] + cr * m[1, 2], cb * m[2, 1]]
     hi = np.maximum(np.maximum(d[0], d[1]), d[2])
     lo = np.minimum(np.minimum(d[0], d[1]), d[2])
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -158,9 +160,8 @@ def fuse_weighted(content: np.ndarray, stylized: np.ndarray, weight: float) -> n
 
 def fuse_luminance(content: np.ndarray, stylized: np.ndarray, weight: float) -> np.ndarray:
     """The stylized image's colour (Cb, Cr) on the content's luminance; ``weight`` scales the colour."""
-    m = np.asarray(contract.RGB_TO_YCBCR, np.float32)
-    y = content.astype(np.float32) @ m[0] / np.float32(255.0)
-    cbcr = stylized.astype(np.float32) @ m[1:].T / np.float32(255.0)
-    cbcr_c = content.astype(np.float32) @ m[1:].T / np.float32(255.0)
-    cbcr = cbcr_c + np.float32(weight) * (cbcr - cbcr_c)
-    return ycbcr_to_rgb_u8(y, np.ascontiguousarray(cbcr[..., 0]), np.ascontiguousarray(cbcr[..., 1]))
+    m = np.asarray(contract.RGB_TO_YCBCR, np.float32) / np.float32(255.0)
+    ycc = content.astype(np.float32) @ m.T  # HxWx3: Y, Cb, Cr of the content
+    cbcr_s = stylized.astype(np.float32) @ m[1:].T
+    cbcr = ycc[..., 1:] + np.float32(weight) * (cbcr_s - ycc[..., 1:])
+    return ycbcr_to_rgb_u8(np.ascontiguousarray(ycc[..., 0]), np.ascontiguousarray(cbcr[..., 0]), np.ascontiguousarray(cbcr[..., 1]))

@@ -1,4 +1,4 @@
-"""Losses: VGG19 perceptual/Gram features, colourfulness, hinge GAN."""
+"""Losses: VGG19 content/Gram features, saturation-rebalanced chroma L1, hinge GAN, total variation."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sdk import contract, metrics
+from sdk import contract, metrics, processing
 from training import losses
 from training.data import ImageBank, list_images
 from training.model import Discriminator, Generator, GeneratorConfig, one_hot_style, rgb_to_ycbcr, ycbcr_to_rgb
@@ -356,10 +355,8 @@ def _load_work_size(path: Path, square: bool = False) -> np.ndarray:
         if square:
             s = min(im.size)
             im = im.crop(((im.width - s) // 2, (im.height - s) // 2, (im.width + s) // 2, (im.height + s) // 2))
-        scale = contract.WORK_SIZE / max(im.size)
-        m = contract.SIZE_MULTIPLE
-        size = tuple(max(m, int(math.floor(v * scale / m + 0.5)) * m) for v in im.size)
-        return np.asarray(im.resize(size, Image.BILINEAR))
+        h, w = processing.work_shape(im.height, im.width, contract.WORK_SIZE, contract.SIZE_MULTIPLE)
+        return np.asarray(im.resize((w, h), Image.BILINEAR))
 
 
 def main(argv: list[str] | None = None) -> int:
