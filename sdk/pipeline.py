@@ -47,6 +47,7 @@ class Pipeline:
     def __init__(self, model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, verify: bool = True) -> None:
         self.manifest: Manifest = load_manifest(model_dir if model_dir is not None else default_model_dir(), verify=verify)
         self.runner = backends.create(backend, self.manifest, threads=threads)
+        self.workers = int(threads) if threads else processing.default_workers()
         log.info("chromaforge: %s", self.runner.reason)
 
     # ------------------------------------------------------------------ info
@@ -146,7 +147,7 @@ class Pipeline:
         items, many = self._decode_all(image)
         style = self.style_vector(contract.NATURAL)
         results = [
-            encode(processing.colour_onto_luma(d.luma, y[1:]), d)
+            encode(processing.colour_onto_luma(d.luma, y[1:], self.workers), d)
             for d, y in zip(items, self._generate(items, style))
         ]
         return results if many else results[0]
@@ -173,7 +174,7 @@ class Pipeline:
         vec = self.style_vector(style, strength)
         items, many = self._decode_all(image)
         results = [
-            encode(processing.ycbcr_small_to_rgb(y, d.size), d)
+            encode(processing.ycbcr_small_to_rgb(y, d.size, self.workers), d)
             for d, y in zip(items, self._generate(items, vec))
         ]
         return results if many else results[0]

@@ -295,3 +295,60 @@ def test_stylize_strength_zero_equals_natural(tiny_pipeline, small):
     full = tiny_pipeline.stylize(small, {"ukiyoe": 0.6, "rococo": 0.4})
     assert np.abs(full.astype(int) - zero).mean() > 2
     assert np.abs(full.astype(int) - tiny_pipeline.stylize(small, "ukiyoe")).mean() > 1
+
+
+# ------------------------------------------------------------------ tiled fast path vs reference
+def _random_case(seed: int, full: tuple[int, int], small_hw: tuple[int, int]):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 256, full, dtype=np.uint8)
+    y[0, :] = 0  # the gamut edges: black and white rows
+    y[-1, :] = 255
+    ycc = ((rng.random((3,) + small_hw) - 0.5) * 1.2).astype(np.float32)  # chroma well outside the gamut too
+    ycc[0] = rng.random(small_hw) * 1.2 - 0.1  # the generator's Y may overshoot [0, 1]
+    return y, ycc
+
+
+@pytest.mark.parametrize("full,small_hw", [((1, 1), (16, 16)), ((7, 5), (16, 16)), ((300, 200), (192, 256)),
+                                           ((256, 256), (256, 256)), ((1000, 700), (256, 176)), ((513, 2047), (64, 256))])
+def test_fast_post_matches_reference(monkeypatch, full, small_hw):
+    y, ycc = _random_case(sum(full), full, small_hw)
+    fast = processing.colour_onto_luma(y, ycc[1:], workers=2), processing.ycbcr_small_to_rgb(ycc, full, workers=2)
+    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
+    ref = processing.colour_onto_luma(y, ycc[1:]), processing.ycbcr_small_to_rgb(ycc, full)
+    for a, b in zip(fast, ref):
+        assert a.shape == b.shape == full + (3,) and a.dtype == np.uint8
+        diff = np.abs(a.astype(int) - b)
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float rounding only
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_fast_fusion_matches_reference(monkeypatch, weight):
+    rng = np.random.default_rng(3)
+    c = rng.integers(0, 256, (301, 517, 3), dtype=np.uint8)
+    s = rng.integers(0, 256, (301, 517, 3), dtype=np.uint8)
+    fast = processing.fuse_weighted(c, s, weight, workers=2), processing.fuse_luminance(c, s, weight, workers=2)
+    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
+    ref = processing.fuse_weighted(c, s, weight), processing.fuse_luminance(c, s, weight)
+    for a, b in zip(fast, ref):
+        assert np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_fast_post_same_for_any_thread_count(monkeypatch):
+    y, ycc = _random_case(0, (700, 333), (256, 128))
+    monkeypatch.setattr(processing, "TILE_PIXELS", 4096)  # many tiles, so threads really interleave
+    outs = [processing.colour_onto_luma(y, ycc[1:], workers=n) for n in (1, 2, 3)]
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_fast_post_upsamples_like_pillow():
+    plane = np.random.default_rng(1).random((24, 40)).astype(np.float32)
+    up = processing._Upsampled(plane, (96, 150))
+    ours = up.tile(0, 96)
+    pillow = processing.resize_plane(plane, (96, 150))
+    assert np.abs(ours - pillow).max() < 1e-5
+
+
+def test_fast_path_env_switch(monkeypatch):
+    assert processing.fast_path_enabled()
+    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
+    assert not processing.fast_path_enabled()

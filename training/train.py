@@ -62,6 +62,7 @@ class TrainConfig:
     w_luma: float = 10.0
     rebalance: float = 10.0
     w_adv_color: float = 0.05
+    w_cf: float = 0.0
     w_content: float = 1.0
     w_style: float = 3.0
     w_adv_style: float = 0.1
@@ -220,7 +221,13 @@ class Trainer:
         label = torch.zeros(len(rgb), dtype=torch.long, device=self.device)
         adv = losses.g_hinge(self.D(fake_rgb, label))
         total = cfg.w_l1 * l1 + cfg.w_luma * l_luma + cfg.w_adv_color * adv
-        return total, {"l1": l1.item(), "adv_c": adv.item()}, fake_rgb
+        stats = {"l1": l1.item(), "adv_c": adv.item()}
+        if cfg.w_cf:
+            # Against washed-out colour: match each image's colourfulness (DDColor's |dCF|), 0..255 scale / 100.
+            l_cf = (losses.colourfulness(fake_rgb.float()) - losses.colourfulness(rgb)).abs().mean() / 100.0
+            total = total + cfg.w_cf * l_cf
+            stats["cf"] = l_cf.item()
+        return total, stats, fake_rgb
 
     def _style_losses(self, rgb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         cfg = self.cfg

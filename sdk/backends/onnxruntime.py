@@ -44,6 +44,11 @@ class ORTBackend:
             so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
+        if provider == "CPUExecutionProvider":
+            # ORT's worker threads spin after each run by default, taking the cores the tiled
+            # full-resolution post-processing needs next: measured 24.5 -> 21.2 ms (colorize
+            # 1024^2) and 100 -> 83 ms (4096x3072) on 2 cores with spinning off.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list = [(provider, provider_options or {})] if provider != "CPUExecutionProvider" else []
         providers.append("CPUExecutionProvider")
         try:
