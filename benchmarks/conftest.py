@@ -1,7 +1,12 @@
 """Benchmark fixtures: the bundled model on each available backend, real photo content at each size.
 
-Run: ``python -m pytest benchmarks --benchmark-warmup=on --benchmark-columns=median,iqr,ops``.
-Not part of the default ``pytest`` run (``testpaths = tests``).
+Run everything (about 3 minutes on 2 cores)::
+
+    python -m pytest benchmarks --benchmark-warmup=on --benchmark-json=.benchmarks/all.json
+
+The CI pass runs only the gated cases (``-m gate``) and checks them with ``benchmarks/gate.py``.
+Benchmarks are not part of the default ``pytest`` run (``testpaths = tests``).
+Threads: ``CHROMAFORGE_THREADS`` (default: ONNX Runtime's, one per physical core).
 """
 
 from __future__ import annotations
@@ -20,14 +25,35 @@ from sdk import backends
 SIZES = {"256": (256, 256), "512": (512, 512), "1024": (1024, 1024), "4096x3072": (3072, 4096)}
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "gate: measured by the CI regression gate (benchmarks/gate.py)")
+
+
 def available_backends() -> list[str]:
     return [n for n, (ok, _) in backends.availability().items() if ok]
 
 
+def threads() -> int | None:
+    return int(os.environ.get("CHROMAFORGE_THREADS", "0")) or None
+
+
+_PIPELINES: dict[str, sdk.Pipeline] = {}
+
+
 @pytest.fixture(scope="session", params=available_backends())
-def pipeline(request):
-    threads = int(os.environ.get("CHROMAFORGE_THREADS", "0")) or None
-    return sdk.load(backend=request.param, threads=threads)
+def pipeline(request) -> sdk.Pipeline:
+    """One Pipeline per backend, created once for the whole session."""
+    if request.param not in _PIPELINES:
+        _PIPELINES[request.param] = sdk.load(backend=request.param, threads=threads())
+    return _PIPELINES[request.param]
+
+
+@pytest.fixture(scope="session")
+def cpu_pipeline() -> sdk.Pipeline:
+    """The ONNX Runtime CPU pipeline (for backend-independent cases: fusion, processing stages)."""
+    if "onnxruntime-cpu" not in _PIPELINES:
+        _PIPELINES["onnxruntime-cpu"] = sdk.load(backend="onnxruntime-cpu", threads=threads())
+    return _PIPELINES["onnxruntime-cpu"]
 
 
 def photo(size: str, grey: bool) -> np.ndarray:
@@ -37,9 +63,13 @@ def photo(size: str, grey: bool) -> np.ndarray:
     return np.asarray(im)
 
 
-def info(benchmark, pipe, size: str, batch: int = 1, **extra) -> None:
+def info(benchmark, pipe: sdk.Pipeline | None, size: str, batch: int = 1, **extra) -> None:
+    """Record what was measured, on what, in the result's ``extra_info``."""
+    if pipe is not None:
+        extra = dict(backend=pipe.backend, precision=pipe.manifest.precision,
+                     threads=getattr(pipe.runner, "threads", None), **extra)
     benchmark.extra_info.update(
-        backend=pipe.backend, precision=pipe.manifest.precision, threads=getattr(pipe.runner, "threads", None),
         size=size, batch=batch, onnxruntime=ort.__version__, numpy=np.__version__, chromaforge=sdk.__version__,
+        fast_path=os.environ.get("CHROMAFORGE_FAST_PATH", "1") != "0",
         cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), **extra,
     )

@@ -1,13 +1,37 @@
-"""End-to-end latency: decoded uint8 array in, array out, through the Pipeline."""
+"""Latency suites: end to end (decoded uint8 array in, array out, through the Pipeline), batches,
+the three stages of colorize separately, and the same generator in PyTorch eager for reference.
+
+Cases marked ``gate`` form the short CI pass that ``benchmarks/gate.py`` checks against
+``benchmarks/baseline.json``, normalised by the calibration workload timed in the same run.
+"""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from conftest import SIZES, info, photo
+import calibration
+from conftest import SIZES, info, photo, threads
+from sdk import contract, processing
+from sdk.io import decode
+
+GATED = {("colorize", "1024"), ("colorize", "4096x3072"), ("stylize", "512"), ("fuse-laplacian", "512")}
 
 
-@pytest.mark.parametrize("size", list(SIZES))
+def sized(op: str, sizes=SIZES):
+    """Size parameters, with the gated ones marked."""
+    return [pytest.param(s, marks=pytest.mark.gate) if (op, s) in GATED else s for s in sizes]
+
+
+@pytest.mark.gate
+def test_calibration(benchmark):
+    """The machine-speed yardstick the gate normalises by (see calibration.py)."""
+    info(benchmark, None, "-", workload="calibration")
+    benchmark(calibration.workload)
+
+
+# ---------------------------------------------------------------------------- end to end
+@pytest.mark.parametrize("size", sized("colorize"))
 def test_colorize(benchmark, pipeline, size):
     img = photo(size, grey=True)
     info(benchmark, pipeline, size)
@@ -15,7 +39,7 @@ def test_colorize(benchmark, pipeline, size):
     assert out.shape == img.shape + (3,)
 
 
-@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("size", sized("stylize"))
 def test_stylize(benchmark, pipeline, size):
     img = photo(size, grey=False)
     info(benchmark, pipeline, size, style="ukiyoe")
@@ -23,18 +47,99 @@ def test_stylize(benchmark, pipeline, size):
     assert out.shape == img.shape
 
 
-@pytest.mark.parametrize("size", list(SIZES))
-def test_fuse_laplacian(benchmark, pipeline, size):
+FUSE_CASES = [
+    pytest.param(m, s, marks=pytest.mark.gate) if ("fuse-" + m, s) in GATED else (m, s)
+    for m in ("laplacian", "weighted", "luminance") for s in SIZES
+]
+
+
+@pytest.mark.parametrize("method,size", FUSE_CASES)
+def test_fuse(benchmark, cpu_pipeline, method, size):
     img = photo(size, grey=False)
-    sty = pipeline.stylize(img, "pointillism")
-    info(benchmark, pipeline, size, method="laplacian")
-    out = benchmark(pipeline.fuse, img, sty)
+    sty = np.ascontiguousarray(img[:, ::-1])  # any second image of the same size; fusion needs no model
+    info(benchmark, None, size, method=method, workers=cpu_pipeline.workers)
+    out = benchmark(cpu_pipeline.fuse, img, sty, method=method)
     assert out.shape == img.shape
 
 
+# ---------------------------------------------------------------------------- batches
 @pytest.mark.parametrize("batch", [1, 8])
-def test_colorize_batch_512(benchmark, pipeline, batch):
-    imgs = [photo("512", grey=True)] * batch
-    info(benchmark, pipeline, "512", batch=batch)
-    outs = benchmark(pipeline.colorize, imgs)
+@pytest.mark.parametrize("op", ["colorize", "stylize"])
+def test_batch_256(benchmark, pipeline, op, batch):
+    """A list of equal-sized images shares one generator call; time per call, not per image."""
+    imgs = [photo("256", grey=op == "colorize")] * batch
+    info(benchmark, pipeline, "256", batch=batch, op=op)
+    outs = benchmark(getattr(pipeline, op), imgs)
     assert len(outs) == batch
+
+
+# ---------------------------------------------------------------------------- colorize stages
+@pytest.mark.parametrize("size", list(SIZES))
+def test_stage_pre(benchmark, cpu_pipeline, size):
+    """Decode + antialiased resize of the luminance to the working shape."""
+    img = photo(size, grey=True)
+    shape = processing.work_shape(*img.shape, contract.WORK_SIZE, contract.SIZE_MULTIPLE)
+    info(benchmark, cpu_pipeline, size, stage="pre", work_shape=list(shape))
+    benchmark(lambda: processing.resize_luma(decode(img).luma, shape))
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_stage_infer(benchmark, pipeline, size):
+    """The generator alone at the working shape this input size maps to."""
+    h, w = processing.work_shape(*SIZES[size], contract.WORK_SIZE, contract.SIZE_MULTIPLE)
+    luma = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
+    style = pipeline.style_vector(contract.NATURAL)[None]
+    info(benchmark, pipeline, size, stage="infer", work_shape=[h, w])
+    benchmark(pipeline.runner.run, luma, style)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_stage_post(benchmark, cpu_pipeline, size):
+    """Chroma upsampling + gamut-preserving YCbCr -> RGB at full resolution."""
+    img = photo(size, grey=True)
+    h, w = processing.work_shape(*img.shape, contract.WORK_SIZE, contract.SIZE_MULTIPLE)
+    cbcr = (np.random.default_rng(0).random((2, h, w), dtype=np.float32) - 0.5) * 0.4
+    info(benchmark, cpu_pipeline, size, stage="post", workers=cpu_pipeline.workers)
+    benchmark(processing.colour_onto_luma, img, cbcr, cpu_pipeline.workers)
+
+
+# ---------------------------------------------------------------------------- PyTorch eager reference
+@pytest.fixture(scope="session")
+def torch_generator(cpu_pipeline):
+    """The bundled model's architecture (from its manifest) in PyTorch eager, eval mode.
+
+    Weights are freshly initialised: the ONNX file does not carry PyTorch names, and latency does
+    not depend on the values. Needs the ``train`` extra.
+    """
+    torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch (pip install 'chromaforge[train]')")
+    from training.model import Generator, GeneratorConfig
+
+    g = dict(cpu_pipeline.manifest.raw["generator"])
+    cfg = GeneratorConfig(widths=tuple(g["widths"]), n_res=g["n_res"], n_styles=g["n_styles"],
+                          attention=g["attention"], padding=g["padding"])
+    torch.set_num_threads(threads() or getattr(cpu_pipeline.runner, "threads", 2))
+    return torch, Generator(cfg).eval()
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_generator_torch_eager_256(benchmark, torch_generator, batch):
+    torch, gen = torch_generator
+    luma = torch.rand(batch, 1, 256, 256)
+    style = torch.zeros(batch, len(contract.STYLES))
+    style[:, 0] = 1
+    info(benchmark, None, "256", batch=batch, backend="torch-eager", precision="fp32",
+         threads=torch.get_num_threads(), torch=torch.__version__)
+
+    def run():
+        with torch.inference_mode():
+            return gen(luma, style)
+
+    benchmark(run)
+
+
+@pytest.mark.parametrize("batch", [1, 8])
+def test_generator_onnx_256(benchmark, pipeline, batch):
+    luma = np.random.default_rng(0).random((batch, 1, 256, 256), dtype=np.float32)
+    style = np.repeat(pipeline.style_vector(contract.NATURAL)[None], batch, axis=0)
+    info(benchmark, pipeline, "256", batch=batch)
+    benchmark(pipeline.runner.run, luma, style)
