@@ -7,6 +7,8 @@ Cases marked ``gate`` form the short CI pass that ``benchmarks/gate.py`` checks 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -121,20 +123,37 @@ def torch_generator(cpu_pipeline):
     return torch, Generator(cfg).eval()
 
 
+def _torch_devices() -> list:
+    """cpu, plus cuda (fp32 and fp16) when PyTorch sees a GPU."""
+    try:
+        import torch
+    except ImportError:
+        return ["cpu-fp32"]
+    return ["cpu-fp32"] + (["cuda-fp32", "cuda-fp16"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", _torch_devices())
 @pytest.mark.parametrize("batch", [1, 8])
-def test_generator_torch_eager_256(benchmark, torch_generator, batch):
+def test_generator_torch_eager_256(benchmark, torch_generator, batch, device):
     torch, gen = torch_generator
-    luma = torch.rand(batch, 1, 256, 256)
-    style = torch.zeros(batch, len(contract.STYLES))
+    dev, precision = device.split("-")
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    model = gen.to(dev, dtype)
+    luma = torch.rand(batch, 1, 256, 256, device=dev, dtype=dtype)
+    style = torch.zeros(batch, len(contract.STYLES), device=dev, dtype=dtype)
     style[:, 0] = 1
-    info(benchmark, None, "256", batch=batch, backend="torch-eager", precision="fp32",
+    info(benchmark, None, "256", batch=batch, backend=f"torch-eager-{dev}", precision=precision,
          threads=torch.get_num_threads(), torch=torch.__version__)
 
     def run():
         with torch.inference_mode():
-            return gen(luma, style)
+            out = model(luma, style)
+        if dev == "cuda":
+            torch.cuda.synchronize()
+        return out
 
     benchmark(run)
+    gen.to("cpu", torch.float32)
 
 
 @pytest.mark.parametrize("batch", [1, 8])
@@ -143,3 +162,63 @@ def test_generator_onnx_256(benchmark, pipeline, batch):
     style = np.repeat(pipeline.style_vector(contract.NATURAL)[None], batch, axis=0)
     info(benchmark, pipeline, "256", batch=batch)
     benchmark(pipeline.runner.run, luma, style)
+
+
+# ---------------------------------------------------------------------------- cold start and memory
+COLD = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+import sdk
+img = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(sdk.example_image()).convert("L").resize((512, 512)))
+t1 = time.perf_counter()
+sdk.colorize(img)
+t2 = time.perf_counter()
+print(t2 - t0, t1 - t0)
+"""
+
+
+def test_cold_start_512(benchmark):
+    """Fresh interpreter: ``import sdk`` + first colorize of 512x512 (model load and session
+    creation included). Timed as the whole subprocess, interpreter start-up included."""
+    import subprocess
+    import sys
+
+    inner = []
+
+    def run():
+        out = subprocess.run([sys.executable, "-c", COLD], capture_output=True, text=True, check=True)
+        inner.append([float(v) for v in out.stdout.split()])
+
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)
+    totals = sorted(v[0] for v in inner)
+    info(benchmark, None, "512", case="cold start", in_process_median_s=totals[len(totals) // 2],
+         import_and_decode_median_s=sorted(v[1] for v in inner)[len(inner) // 2])
+
+
+def _vm(field: str) -> float:
+    """A /proc/self/status memory field in MB (Linux)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(field)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak-RSS reset (/proc/self/clear_refs) is Linux only")
+def test_colorize_peak_memory_4096x3072(benchmark, cpu_pipeline):
+    """Peak resident memory above the idle process while colorizing 12.6 MP (recorded in extra_info)."""
+    img = photo("4096x3072", grey=True)
+    cpu_pipeline.colorize(img)
+    peaks = []
+
+    def run():
+        idle = _vm("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the high-water mark to the current RSS
+        out = cpu_pipeline.colorize(img)
+        peaks.append(_vm("VmHWM") - idle)
+        return out
+
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=0)
+    info(benchmark, cpu_pipeline, "4096x3072", peak_mb_above_idle=max(peaks), peak_mb_above_idle_median=sorted(peaks)[2])

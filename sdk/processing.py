@@ -108,7 +108,9 @@ def fast_path_enabled() -> bool:
 
 
 @functools.lru_cache(maxsize=8)
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    # Keyed by process id: a forked child (multiprocessing, gunicorn) inherits the executor but
+    # not its threads, and would wait forever on it; the child gets its own pool instead.
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chromaforge-post")
 
 
@@ -126,7 +128,7 @@ def _tiles(height: int, width: int, work, workers: int | None) -> None:
         for s, e in spans:
             work(s, e)
         return
-    for _ in _pool(n).map(lambda se: work(*se), spans):  # re-raises a worker's exception
+    for _ in _pool(n, os.getpid()).map(lambda se: work(*se), spans):  # re-raises a worker's exception
         pass
 
 
@@ -277,13 +279,61 @@ def reconstruct(pyr: list[np.ndarray]) -> np.ndarray:
     return cur
 
 
-def fuse_laplacian(content: np.ndarray, stylized: np.ndarray, detail: float, detail_levels: int, levels: int) -> np.ndarray:
+def fuse_laplacian(content: np.ndarray, stylized: np.ndarray, detail: float, detail_levels: int, levels: int,
+                   workers: int | None = None) -> np.ndarray:
     """Detail-preserving fusion of two HxWx3 uint8 images of equal size.
 
     The result takes the stylized image's coarse bands and low-pass residual, and for the
     ``detail_levels`` finest bands a mix ``(1 - detail) * stylized + detail * content``. With
     ``detail=1`` those bands equal the content's exactly, so its edges and texture return.
+
+    The pyramid is linear, so this is computed without building either pyramid: with
+    ``d = content - stylized`` and ``L(d)`` = ``d`` taken down ``k`` levels and back up,
+    ``result = stylized + detail * (d - L(d))`` (``k`` = the number of mixed bands). Only the
+    difference is resized, and the full-resolution step runs in tiles.
     """
+    if not fast_path_enabled():
+        return _fuse_laplacian_reference(content, stylized, detail, detail_levels, levels)
+    h, w = content.shape[:2]
+    shapes = [(h, w)]  # the pyramid's level shapes, as laplacian_pyramid builds them
+    while len(shapes) - 1 < levels and min(shapes[-1]) >= 2:
+        ph, pw = shapes[-1]
+        shapes.append(((ph + 1) // 2, (pw + 1) // 2))
+    k = min(detail_levels, len(shapes) - 1)
+    if k == 0:
+        return stylized.copy()
+    # Level 1 of d, one channel at a time (a full-resolution float plane lives only briefly).
+    lows = []
+    for ch in range(3):
+        plane = content[:, :, ch].astype(np.float32)
+        plane -= stylized[:, :, ch]
+        low = resize_plane(plane, shapes[1])
+        for lvl in range(2, k + 1):
+            low = resize_plane(low, shapes[lvl])
+        for lvl in range(k - 1, 0, -1):
+            low = resize_plane(low, shapes[lvl])
+        lows.append(_Upsampled(low, (h, w)))  # up to full resolution, tile by tile
+    det = np.float32(detail)
+    out = np.empty_like(content)
+
+    def work(s: int, e: int) -> None:
+        c = content[s:e].astype(np.float32)
+        st = stylized[s:e].astype(np.float32)
+        c -= st  # d
+        for ch in range(3):
+            c[:, :, ch] -= lows[ch].tile(s, e)  # d - L(d): the finest k bands of d
+        c *= det
+        c += st
+        c += np.float32(0.5)
+        np.clip(c, 0.0, 255.0, out=c)
+        out[s:e] = c
+
+    _tiles(h, w, work, workers)
+    return out
+
+
+def _fuse_laplacian_reference(content: np.ndarray, stylized: np.ndarray, detail: float, detail_levels: int, levels: int) -> np.ndarray:
+    """:func:`fuse_laplacian` the direct way: both pyramids built, bands mixed, reconstructed."""
     c = content.astype(np.float32)
     s = stylized.astype(np.float32)
     pc = laplacian_pyramid(c, levels)

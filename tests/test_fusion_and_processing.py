@@ -352,3 +352,29 @@ def test_fast_path_env_switch(monkeypatch):
     assert processing.fast_path_enabled()
     monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
     assert not processing.fast_path_enabled()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2), (5, 9), (96, 128), (301, 517)])
+@pytest.mark.parametrize("detail,detail_levels,levels", [(0.7, 2, 5), (1.0, 1, 5), (0.3, 4, 3), (1.0, 6, 6), (0.0, 2, 5)])
+def test_fast_laplacian_matches_reference(monkeypatch, shape, detail, detail_levels, levels):
+    rng = np.random.default_rng(shape[0])
+    c = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    s = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    fast = processing.fuse_laplacian(c, s, detail, detail_levels, levels, workers=2)
+    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
+    ref = processing.fuse_laplacian(c, s, detail, detail_levels, levels)
+    diff = np.abs(fast.astype(int) - ref)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # float summation order only
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_fast_post_works_in_a_forked_child():
+    """A child forked after the thread pool exists must not wait on the parent's dead threads."""
+    import multiprocessing as mp
+
+    y, ycc = _random_case(5, (400, 300), (256, 192))
+    expected = processing.colour_onto_luma(y, ycc[1:], workers=2)  # creates the pool in the parent
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        got = pool.apply_async(processing.colour_onto_luma, (y, ycc[1:], 2)).get(timeout=60)
+    assert np.array_equal(got, expected)
