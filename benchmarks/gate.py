@@ -2,14 +2,15 @@
 
 Usage::
 
-    python -m pytest benchmarks -m gate --benchmark-json=.benchmarks/gate.json
-    python benchmarks/gate.py check .benchmarks/gate.json     # exit 1 on a regression
+    for i in 1 2 3; do python -m pytest benchmarks -m gate --benchmark-json=.benchmarks/gate_$i.json; done
+    python benchmarks/gate.py check .benchmarks/gate_*.json   # exit 1 on a regression
     python benchmarks/gate.py update .benchmarks/gate_*.json  # refresh the baseline, on purpose
 
 Each case's median is divided by the median of ``test_calibration`` from the same run (a fixed
-numpy workload, benchmarks/calibration.py), so runners of different speed compare like with like.
-A case fails when its normalised median exceeds the baseline's by more than the threshold stored
-in ``benchmarks/baseline.json`` (justified there from measured run-to-run spread).
+numpy workload, benchmarks/calibration.py), so runners of different speed compare like with like;
+over repeated runs the best normalised median counts (see :func:`best_of`). A case fails when it
+exceeds the baseline's by more than the threshold stored in ``benchmarks/baseline.json``
+(justified there from measured run-to-run spread).
 """
 
 from __future__ import annotations
@@ -45,12 +46,24 @@ class Row:
 
 
 def normalised(results: dict) -> dict[str, float]:
-    """``{case name: median / calibration median}`` from a pytest-benchmark JSON document."""
+    """``{case name: median / calibration median}`` from one pytest-benchmark JSON document."""
     medians = {b["name"]: float(b["stats"]["median"]) for b in results.get("benchmarks", [])}
     if CALIBRATION not in medians:
         raise GateError(f"no {CALIBRATION} in the results; run the gate cases with: python -m pytest benchmarks -m gate --benchmark-json=FILE")
     calib = medians.pop(CALIBRATION)
     return {k: v / calib for k, v in medians.items()}
+
+
+def best_of(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Per case, the lowest normalised median over repeated runs.
+
+    A shared VM only ever adds time (noisy neighbours come in bursts of seconds, longer than one
+    case's measurement), so the best of a few runs estimates the undisturbed value far more
+    steadily than any single run: measured spread of a single run's normalised median up to
+    56 %, of the best of 3 at most 32 % (benchmarks/README.md).
+    """
+    cases = sorted(set().union(*runs))
+    return {k: min(r[k] for r in runs if k in r) for k in cases}
 
 
 def compare(baseline: dict[str, float], current: dict[str, float], threshold: float) -> tuple[list[Row], list[str]]:
@@ -83,11 +96,11 @@ def load_json(path: Path) -> dict:
         raise GateError(f"cannot read {path}: {e}") from e
 
 
-def check(results_path: Path, baseline_path: Path = BASELINE, threshold: float | None = None) -> tuple[bool, str]:
-    """Compare a results file with the baseline. Returns (passed, report)."""
+def check(results_paths: list[Path], baseline_path: Path = BASELINE, threshold: float | None = None) -> tuple[bool, str]:
+    """Compare results (the best of one or more runs) with the baseline. Returns (passed, report)."""
     base = load_json(baseline_path)
     thr = float(base.get("threshold", DEFAULT_THRESHOLD)) if threshold is None else threshold
-    rows, failures = compare(base["normalised"], normalised(load_json(results_path)), thr)
+    rows, failures = compare(base["normalised"], best_of([normalised(load_json(p)) for p in results_paths]), thr)
     report = table(rows, thr)
     if failures:
         report += "\n\nREGRESSION:\n  " + "\n  ".join(failures)
@@ -96,8 +109,8 @@ def check(results_path: Path, baseline_path: Path = BASELINE, threshold: float |
 
 
 def update(results_paths: list[Path], baseline_path: Path = BASELINE) -> str:
-    """Write the baseline from one or more results files (per case, the median of their
-    normalised medians), keeping the threshold and its justification."""
+    """Write the baseline from results files (per case, the best of their normalised medians,
+    the statistic ``check`` uses), keeping the threshold and its justification."""
     docs = [load_json(p) for p in results_paths]
     runs = [normalised(d) for d in docs]
     cases = sorted(set().union(*runs))
@@ -105,14 +118,14 @@ def update(results_paths: list[Path], baseline_path: Path = BASELINE) -> str:
     doc = {
         "threshold": old.get("threshold", DEFAULT_THRESHOLD),
         "threshold_reason": old.get("threshold_reason", ""),
-        "normalised": {k: round(statistics.median(r[k] for r in runs if k in r), 5) for k in cases},
+        "normalised": {k: round(v, 5) for k, v in best_of(runs).items()},
         "spread": {k: round(max(r[k] for r in runs if k in r) / min(r[k] for r in runs if k in r) - 1, 4) for k in cases},
         "runs": len(runs),
         "calibration_median_s": statistics.median(
             next(b["stats"]["median"] for b in d["benchmarks"] if b["name"] == CALIBRATION) for d in docs),
         "machine": docs[0].get("machine_info", {}).get("cpu", {}).get("brand_raw") or platform.processor() or platform.machine(),
         "updated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "for i in 1 2 3 4 5; do python -m pytest benchmarks -m gate --benchmark-min-rounds=10 --benchmark-json=.benchmarks/gate_$i.json; done; python benchmarks/gate.py update .benchmarks/gate_*.json",
+        "command": "for i in 1 2 3; do python -m pytest benchmarks -m gate --benchmark-warmup=on --benchmark-min-rounds=10 --benchmark-json=.benchmarks/gate_$i.json; done; python benchmarks/gate.py update .benchmarks/gate_*.json",
     }
     tmp = Path(baseline_path).with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
@@ -124,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python benchmarks/gate.py", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="compare results with the baseline; exit 1 on a regression")
-    c.add_argument("results", type=Path)
+    c.add_argument("results", type=Path, nargs="+", help="one or more runs of the gate cases (the best of them counts)")
     c.add_argument("--baseline", type=Path, default=BASELINE)
     c.add_argument("--threshold", type=float, default=None, help="override the baseline's threshold (fraction, e.g. 0.3)")
     u = sub.add_parser("update", help="write the baseline from results (do it on purpose, in its own commit)")
