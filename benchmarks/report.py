@@ -55,7 +55,9 @@ def size_table(benches: list[dict]) -> str:
         rows.setdefault(label, {})[size] = ms(b)
     out = ["| call (ms, median ± half IQR) | " + " | ".join(SIZE_LABEL[s] for s in SIZES) + " |",
            "|---|" + "---:|" * len(SIZES)]
-    for label, cells in rows.items():
+    rank = ["colorize (", "stylize (", "fuse laplacian", "fuse luminance", "fuse weighted", "colorize stage: pre",
+            "colorize stage: infer", "colorize stage: post"]
+    for label, cells in sorted(rows.items(), key=lambda kv: next((i for i, r in enumerate(rank) if kv[0].startswith(r)), len(rank))):
         out.append(f"| {label} | " + " | ".join(cells.get(s, "") for s in SIZES) + " |")
     return "\n".join(out)
 
