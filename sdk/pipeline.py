@@ -31,7 +31,9 @@ class Pipeline:
     Args:
         model_dir: folder with ``manifest.json`` and the model; None for the bundled model.
         backend: a name from :func:`sdk.backends.names` or ``"auto"``.
-        threads: intra-op threads for CPU backends (None: one per physical core).
+        threads: intra-op threads for CPU backends and threads for the full-resolution
+            post-processing (None: ONNX Runtime's default, one per physical core; post-processing
+            uses one per core, at most 8).
         verify: check the model file against the manifest's sha256.
 
     Raises:

@@ -347,20 +347,26 @@ def _fuse_laplacian_reference(content: np.ndarray, stylized: np.ndarray, detail:
     return np.clip(reconstruct(out) + 0.5, 0, 255).astype(np.uint8)
 
 
+def _mix_rows(content: np.ndarray, stylized: np.ndarray, weight: np.float32, s: int, e: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows [s, e) as float32: the content, and ``content + weight * (stylized - content)``."""
+    c = content[s:e].astype(np.float32)
+    mix = stylized[s:e].astype(np.float32)
+    mix -= c
+    mix *= weight
+    mix += c
+    return c, mix
+
+
 def fuse_weighted(content: np.ndarray, stylized: np.ndarray, weight: float, workers: int | None = None) -> np.ndarray:
     """``weight * stylized + (1 - weight) * content``, per pixel (rounded; no clip needed for weight in [0, 1])."""
     w = np.float32(weight)
-    out = np.empty_like(content)
     if not fast_path_enabled():
         mix = content.astype(np.float32) + w * (stylized.astype(np.float32) - content)
         return np.clip(mix + 0.5, 0, 255).astype(np.uint8)
+    out = np.empty_like(content)
 
     def work(s: int, e: int) -> None:
-        c = content[s:e].astype(np.float32)
-        mix = stylized[s:e].astype(np.float32)
-        mix -= c
-        mix *= w
-        mix += c
+        _, mix = _mix_rows(content, stylized, w, s, e)
         mix += np.float32(0.5)
         out[s:e] = mix
 
@@ -383,11 +389,7 @@ def fuse_luminance(content: np.ndarray, stylized: np.ndarray, weight: float, wor
     out = np.empty_like(content)
 
     def work(s: int, e: int) -> None:
-        c = content[s:e].astype(np.float32)
-        mix = stylized[s:e].astype(np.float32)
-        mix -= c
-        mix *= w
-        mix += c
+        c, mix = _mix_rows(content, stylized, w, s, e)
         y255 = c @ (m[0] * np.float32(255.0))
         cb = mix @ m[1]
         cr = mix @ m[2]
