@@ -118,7 +118,7 @@ def torch_generator(cpu_pipeline):
 
     g = dict(cpu_pipeline.manifest.raw["generator"])
     cfg = GeneratorConfig(widths=tuple(g["widths"]), n_res=g["n_res"], n_styles=g["n_styles"],
-                          attention=g["attention"], padding=g["padding"])
+                          attention=g["attention"], padding=g["padding"], upsample=g.get("upsample", "nearest"))
     torch.set_num_threads(threads() or getattr(cpu_pipeline.runner, "threads", 2))
     return torch, Generator(cfg).eval()
 

@@ -99,3 +99,12 @@ def test_cli(tiny_checkpoint: Path, tmp_path: Path):
     assert json.loads(out.stdout)["parity"]["max_abs"] < 1e-4
     trt = subprocess.run([sys.executable, "-m", "export", "trt"], capture_output=True, text=True)
     assert trt.returncode == 2 and "TensorRT" in trt.stderr
+
+
+def test_bilinear_generator_exports_with_parity(tmp_path: Path):
+    """A generator with bilinear decoder upsampling exports (ONNX Resize linear) and matches PyTorch."""
+    ck = make_checkpoint(tmp_path / "bilinear.pt", seed=2, upsample="bilinear")
+    out = tmp_path / "model"
+    manifest = export_onnx(ExportConfig(checkpoint=str(ck), out=str(out), simplify=False))
+    assert manifest["generator"]["upsample"] == "bilinear"
+    assert manifest["parity"]["max_abs"] < 1e-4

@@ -164,3 +164,16 @@ def test_python_m_training_help():
 
     out = subprocess.run([sys.executable, "-m", "training", "--help"], capture_output=True, text=True, check=True)
     assert "--style-fraction" in out.stdout and "--resume" in out.stdout
+
+
+def test_bilinear_decoder_upsampling():
+    """``upsample="bilinear"`` changes only the decoder's resampling: same parameters, other output."""
+    torch.manual_seed(0)
+    near = Generator(GeneratorConfig(**TINY)).eval()
+    bil = Generator(GeneratorConfig(**TINY, upsample="bilinear")).eval()
+    bil.load_state_dict(near.state_dict())  # identical weights load: nothing but the resampling differs
+    x, s = torch.rand(1, 1, 32, 48), torch.eye(len(contract.STYLES))[:1]
+    a, b = near(x, s), bil(x, s)
+    assert a.shape == b.shape and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="upsample"):
+        GeneratorConfig(upsample="bicubic")

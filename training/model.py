@@ -42,6 +42,8 @@ class GeneratorConfig:
             Gram-trained styles bright streaks along the borders.
         attention: include the multi-modal attention block. Off by default: the ablation in the
             model card (colour only, 600 steps at 64x64) did not show it helping validation PSNR.
+        upsample: the decoder's 2x upsampling before each convolution, "nearest" or "bilinear"
+            (smoother; ONNX Resize linear). Checkpoints without the field used "nearest".
     """
 
     widths: tuple[int, int, int, int] = (16, 32, 64, 128)
@@ -49,6 +51,11 @@ class GeneratorConfig:
     n_styles: int = len(contract.STYLES)
     attention: bool = False
     padding: str = "replicate"
+    upsample: str = "nearest"
+
+    def __post_init__(self) -> None:
+        if self.upsample not in ("nearest", "bilinear"):
+            raise ValueError(f"upsample is {self.upsample!r}; expected 'nearest' or 'bilinear'")
 
 
 class FiLM(nn.Module):
@@ -68,18 +75,25 @@ class FiLM(nn.Module):
         return x * (1.0 + g) + b
 
 
+def _up2(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """2x upsampling: nearest, or bilinear with half-pixel centres (ONNX Resize linear)."""
+    if mode == "nearest":
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+    return F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+
 class ConvBlock(nn.Module):
     """3x3 conv -> FiLM(style) -> LeakyReLU, optionally preceded by a 2x upsample."""
 
-    def __init__(self, cin: int, cout: int, n_styles: int, stride: int = 1, upsample: bool = False, pad: str = "zeros"):
+    def __init__(self, cin: int, cout: int, n_styles: int, stride: int = 1, upsample: str | None = None, pad: str = "zeros"):
         super().__init__()
-        self.upsample = upsample
+        self.upsample = upsample  # None, "nearest" or "bilinear"
         self.conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, padding_mode=pad)
         self.film = FiLM(n_styles, cout)
 
     def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         if self.upsample:
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = _up2(x, self.upsample)
         return F.leaky_relu(self.film(self.conv(x), s), 0.2)
 
 
@@ -147,9 +161,9 @@ class Generator(nn.Module):
         self.down3 = ConvBlock(c2, c3, ns, stride=2, pad=pad)
         self.res = nn.ModuleList(ResBlock(c3, ns, pad=pad) for _ in range(cfg.n_res))
         self.attention = MultiModalAttention(c3, ns) if cfg.attention else None
-        self.up3 = ConvBlock(c3, c2, ns, upsample=True, pad=pad)
-        self.up2 = ConvBlock(c2, c1, ns, upsample=True, pad=pad)
-        self.up1 = ConvBlock(c1, c0, ns, upsample=True, pad=pad)
+        self.up3 = ConvBlock(c3, c2, ns, upsample=cfg.upsample, pad=pad)
+        self.up2 = ConvBlock(c2, c1, ns, upsample=cfg.upsample, pad=pad)
+        self.up1 = ConvBlock(c1, c0, ns, upsample=cfg.upsample, pad=pad)
         self.head = nn.Conv2d(c0, 3, 3, padding=1, padding_mode=pad)
 
     def forward(self, luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
@@ -167,8 +181,7 @@ class Generator(nn.Module):
         h = self.up3(h, style) + e2  # [N,c2,H/8,W/8]
         h = self.up2(h, style) + e1  # [N,c1,H/4,W/4]
         h = self.up1(h, style) + e0  # [N,c0,H/2,W/2]
-        h = F.interpolate(h, scale_factor=2.0, mode="nearest")
-        o = self.head(h)  # [N,3,H,W]
+        o = self.head(_up2(h, self.cfg.upsample))  # [N,3,H,W]
         y = (luma + 0.5 * torch.tanh(o[:, 0:1])).clamp(0.0, 1.0)
         cbcr = 0.5 * torch.tanh(o[:, 1:3])
         return torch.cat([y, cbcr], dim=1)  # [N,3,H,W]: Y, Cb, Cr

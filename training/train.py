@@ -73,6 +73,7 @@ class TrainConfig:
     n_res: int = GeneratorConfig.n_res
     attention: bool = GeneratorConfig.attention
     padding: str = GeneratorConfig.padding
+    upsample: str = GeneratorConfig.upsample
     val_every: int = 500
     val_images: int = 32
     ckpt_every: int = 500
@@ -85,7 +86,8 @@ class TrainConfig:
     progress: bool = True
 
     def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(widths=tuple(self.widths), n_res=self.n_res, attention=self.attention, padding=self.padding)
+        return GeneratorConfig(widths=tuple(self.widths), n_res=self.n_res, attention=self.attention, padding=self.padding,
+                               upsample=self.upsample)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
