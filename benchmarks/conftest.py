@@ -16,6 +16,7 @@ import platform
 
 import numpy as np
 import onnxruntime as ort
+import PIL
 import pytest
 from PIL import Image
 
@@ -69,7 +70,8 @@ def info(benchmark, pipe: sdk.Pipeline | None, size: str, batch: int = 1, **extr
         extra = dict(backend=pipe.backend, precision=pipe.manifest.precision,
                      threads=getattr(pipe.runner, "threads", None), **extra)
     benchmark.extra_info.update(
-        size=size, batch=batch, onnxruntime=ort.__version__, numpy=np.__version__, chromaforge=sdk.__version__,
+        size=size, batch=batch, onnxruntime=ort.__version__, numpy=np.__version__, pillow=PIL.__version__,
+        chromaforge=sdk.__version__, python=platform.python_version(),
         fast_path=os.environ.get("CHROMAFORGE_FAST_PATH", "1") != "0",
         cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), **extra,
     )
