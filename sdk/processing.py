@@ -167,6 +167,7 @@ class _Upsampled:
 
 
 _EPS = np.float32(1e-4)
+_YCC2RGB_255 = _YCC2RGB * np.float32(255.0)  # chroma's share of R, G, B on the 0..255 scale
 
 
 def _ycc_tile(y255: np.ndarray, cb: np.ndarray, cr: np.ndarray, out: np.ndarray) -> None:
@@ -176,7 +177,7 @@ def _ycc_tile(y255: np.ndarray, cb: np.ndarray, cr: np.ndarray, out: np.ndarray)
     With Y in range, ``t`` lies in [0, 1] and every channel in [0, 255] up to rounding, so no
     clip is needed; the denominators are floored at a tiny epsilon instead of patching NaNs.
     """
-    m = _YCC2RGB * np.float32(255.0)
+    m = _YCC2RGB_255
     dr = cr * m[0, 2]
     db = cb * m[2, 1]
     cb *= m[1, 1]
@@ -248,10 +249,14 @@ def ycbcr_small_to_rgb(ycbcr_small: np.ndarray, shape: tuple[int, int], workers:
 
 
 # ------------------------------------------------------------------------------------------ fusion
+def _half(shape: tuple[int, ...]) -> tuple[int, int]:
+    """The next pyramid level's (h, w): halved, rounded up."""
+    return (shape[0] + 1) // 2, (shape[1] + 1) // 2
+
+
 def _down(img: np.ndarray) -> np.ndarray:
     """Halve an HxWxC float32 image (Pillow bilinear, antialiased)."""
-    h, w = img.shape[:2]
-    return np.stack([resize_plane(img[:, :, c], ((h + 1) // 2, (w + 1) // 2)) for c in range(img.shape[2])], axis=2)
+    return np.stack([resize_plane(img[:, :, c], _half(img.shape)) for c in range(img.shape[2])], axis=2)
 
 
 def _up(img: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -297,8 +302,7 @@ def fuse_laplacian(content: np.ndarray, stylized: np.ndarray, detail: float, det
     h, w = content.shape[:2]
     shapes = [(h, w)]  # the pyramid's level shapes, as laplacian_pyramid builds them
     while len(shapes) - 1 < levels and min(shapes[-1]) >= 2:
-        ph, pw = shapes[-1]
-        shapes.append(((ph + 1) // 2, (pw + 1) // 2))
+        shapes.append(_half(shapes[-1]))
     k = min(detail_levels, len(shapes) - 1)
     if k == 0:
         return stylized.copy()
