@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import sdk
-from sdk import backends
+from sdk import backends, processing
 
 SIZES = {"256": (256, 256), "512": (512, 512), "1024": (1024, 1024), "4096x3072": (3072, 4096)}
 
@@ -44,17 +44,19 @@ _PIPELINES: dict[str, sdk.Pipeline] = {}
 @pytest.fixture(scope="session", params=available_backends())
 def pipeline(request) -> sdk.Pipeline:
     """One Pipeline per backend, created once for the whole session."""
-    if request.param not in _PIPELINES:
-        _PIPELINES[request.param] = sdk.load(backend=request.param, threads=threads())
-    return _PIPELINES[request.param]
+    return _pipeline(request.param)
 
 
 @pytest.fixture(scope="session")
 def cpu_pipeline() -> sdk.Pipeline:
     """The ONNX Runtime CPU pipeline (for backend-independent cases: fusion, processing stages)."""
-    if "onnxruntime-cpu" not in _PIPELINES:
-        _PIPELINES["onnxruntime-cpu"] = sdk.load(backend="onnxruntime-cpu", threads=threads())
-    return _PIPELINES["onnxruntime-cpu"]
+    return _pipeline("onnxruntime-cpu")
+
+
+def _pipeline(backend: str) -> sdk.Pipeline:
+    if backend not in _PIPELINES:
+        _PIPELINES[backend] = sdk.load(backend=backend, threads=threads())
+    return _PIPELINES[backend]
 
 
 def photo(size: str, grey: bool) -> np.ndarray:
@@ -72,6 +74,6 @@ def info(benchmark, pipe: sdk.Pipeline | None, size: str, batch: int = 1, **extr
     benchmark.extra_info.update(
         size=size, batch=batch, onnxruntime=ort.__version__, numpy=np.__version__, pillow=PIL.__version__,
         chromaforge=sdk.__version__, python=platform.python_version(),
-        fast_path=os.environ.get("CHROMAFORGE_FAST_PATH", "1") != "0",
+        fast_path=processing.fast_path_enabled(),
         cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), **extra,
     )
