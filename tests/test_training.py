@@ -177,3 +177,12 @@ def test_bilinear_decoder_upsampling():
     assert a.shape == b.shape and not torch.allclose(a, b)
     with pytest.raises(ValueError, match="upsample"):
         GeneratorConfig(upsample="bicubic")
+
+
+def test_colourfulness_loss_matches_the_reported_metric(astronaut: np.ndarray):
+    """The training loss's colourfulness is the number validation and evaluation report."""
+    from sdk import metrics
+    from training import losses
+
+    x = torch.from_numpy(astronaut[:64, :96].copy()).permute(2, 0, 1)[None].float() / 255.0
+    assert losses.colourfulness(x).item() == pytest.approx(metrics.colourfulness(astronaut[:64, :96]), rel=1e-4)

@@ -84,11 +84,15 @@ def gram(feat: torch.Tensor) -> torch.Tensor:
 
 
 def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
-    """Hasler & Suesstrunk colourfulness per image, on a 0..255 scale: [N]."""
+    """Hasler & Suesstrunk colourfulness per image, on a 0..255 scale: [N].
+
+    The differentiable twin of :func:`sdk.metrics.colourfulness` (the metric validation and
+    evaluation report); population statistics, as there, so the loss targets the same number.
+    """
     r, g, b = (rgb * 255.0).unbind(1)
     rg = r - g
     yb = 0.5 * (r + g) - b
-    std = torch.sqrt(rg.var(dim=(1, 2)) + yb.var(dim=(1, 2)) + 1e-6)
+    std = torch.sqrt(rg.var(dim=(1, 2), correction=0) + yb.var(dim=(1, 2), correction=0) + 1e-6)
     mean = torch.sqrt(rg.mean(dim=(1, 2)) ** 2 + yb.mean(dim=(1, 2)) ** 2 + 1e-6)
     return std + 0.3 * mean
 
