@@ -45,6 +45,8 @@ class ExportConfig:
         work_size: working resolution recorded in the manifest.
         name: model name recorded in the manifest.
         force: replace an existing model in ``out``.
+        temperature: annealed-mean temperature of the colour read-out baked into the graph
+            (0 keeps the checkpoint's; choose it on validation photos, lower = more colourful).
     """
 
     checkpoint: str
@@ -57,10 +59,21 @@ class ExportConfig:
     work_size: int = contract.WORK_SIZE
     name: str = "chromaforge"
     force: bool = False
+    temperature: float = 0.0
 
 
-def load_generator(checkpoint: str | Path, use_ema: bool = True):
-    """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict)."""
+ENCODER_ATTRIBUTION = (
+    "Encoder: MobileNetV2 1.0 (Sandler et al. 2018), ImageNet weights from TensorFlow's hosted model "
+    "mobilenet_v2_1.0_224_quant (Copyright Google LLC, Apache License 2.0), dequantized to float32 "
+    "and fine-tuned as part of this model's training only where the model card says so."
+)
+
+
+def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0):
+    """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
+
+    ``temperature`` > 0 replaces the colour read-out's annealed-mean temperature.
+    """
     import torch
 
     from training.model import Generator, GeneratorConfig
@@ -73,6 +86,12 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True):
         raise ExportError(f"{path} is not a chromaforge training checkpoint (no 'generator'/'G' entries)")
     gcfg = dict(ck["generator"])
     gcfg["widths"] = tuple(gcfg["widths"])
+    if temperature > 0:
+        gcfg["temperature"] = temperature
+    known = {f.name for f in dataclasses.fields(GeneratorConfig)}
+    if set(gcfg) - known:
+        raise ExportError(f"{path} was written by an older generator design (fields {sorted(set(gcfg) - known)}); "
+                          "export it with the chromaforge release that trained it, or retrain")
     G = Generator(GeneratorConfig(**gcfg))
     G.load_state_dict(ck["G_ema" if use_ema else "G"])
     return G.eval(), ck
@@ -148,7 +167,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     manifest_path = out / contract.MANIFEST_NAME
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
-    G, ck = load_generator(cfg.checkpoint, cfg.use_ema)
+    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature)
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 
@@ -225,6 +244,7 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
             "dtype": "float32",
         },
         "generator": dataclasses.asdict(G.cfg),
+        "licence": {"encoder": ENCODER_ATTRIBUTION},
         "parameters": int(sum(p.numel() for p in G.parameters())),
         "training": {
             "step": ck.get("step"),

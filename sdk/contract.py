@@ -38,8 +38,8 @@ INPUT_NAMES: tuple[str, str] = ("luma", "style")
 OUTPUT_NAMES: tuple[str] = ("ycbcr",)
 """``ycbcr``: float32 [N, 3, H, W]; Y in [0, 1], Cb and Cr in [-0.5, 0.5]."""
 
-SIZE_MULTIPLE = 16
-"""Generator input height and width must be multiples of this (four stride-2 stages)."""
+SIZE_MULTIPLE = 32
+"""Generator input height and width must be multiples of this (the encoder's five stride-2 stages)."""
 
 WORK_SIZE = 256
 """Default working resolution: the long side the generator runs at."""

@@ -17,8 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 DATASETS = SHARED / "datasets"
 VGG = SHARED / "weights" / "vgg19_relu3_1_caffe.safetensors"
+MOBILENET = SHARED / "weights" / "mobilenet_v2_100.safetensors"
 
-TINY = dict(widths=(4, 8, 8, 8), n_res=1, attention=True)
+TINY = dict(widths=(8, 8, 8, 8, 4), attention=True)
 
 
 def make_checkpoint(path: Path, seed: int = 0, **gen_kwargs) -> Path:
@@ -30,11 +31,12 @@ def make_checkpoint(path: Path, seed: int = 0, **gen_kwargs) -> Path:
     torch.manual_seed(seed)
     cfg = GeneratorConfig(**{**TINY, **gen_kwargs})
     G = Generator(cfg)
-    # Non-zero FiLM weights, so the style input really changes the output.
+    # Non-zero FiLM and style-head weights, so the style input really changes the output.
     for m in G.modules():
         if m.__class__.__name__ == "FiLM":
             torch.nn.init.normal_(m.gamma.weight, std=0.3)
             torch.nn.init.normal_(m.beta.weight, std=0.3)
+    torch.nn.init.normal_(G.style_head.weight, std=0.05)
     sd = G.state_dict()
     torch.save({"G": sd, "G_ema": sd, "generator": dataclasses.asdict(cfg), "step": 0, "config": {}}, path)
     return path

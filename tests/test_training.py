@@ -15,7 +15,7 @@ from training.data import ImageBank, is_grayscale
 from training.model import Discriminator, Generator, GeneratorConfig, MultiModalAttention, rgb_to_ycbcr, ycbcr_to_rgb
 from training.train import TrainConfig, Trainer, parse_args
 
-from conftest import TINY
+from conftest import MOBILENET, TINY
 
 
 @pytest.fixture()
@@ -31,9 +31,9 @@ def photo_folder(tmp_path: Path, astronaut: np.ndarray) -> Path:
 
 
 def test_generator_shapes_and_ranges():
-    """Outputs are [N,3,H,W] with Y in [0,1] and Cb/Cr in [-0.5,0.5] for any multiple-of-16 size."""
+    """Outputs are [N,3,H,W] with Y in [0,1] and Cb/Cr in [-0.5,0.5] for any multiple-of-32 size."""
     G = Generator(GeneratorConfig(**TINY)).eval()
-    for n, h, w in [(1, 16, 32), (2, 48, 80), (3, 64, 32)]:
+    for n, h, w in [(1, 32, 64), (2, 96, 160), (3, 64, 32)]:
         style = torch.softmax(torch.randn(n, contract.STYLES.__len__()), 1)
         out = G(torch.rand(n, 1, h, w), style)
         assert out.shape == (n, 3, h, w)
@@ -47,7 +47,7 @@ def test_style_input_changes_output():
     G = Generator(GeneratorConfig(**TINY)).eval()
     for p in G.parameters():
         p.data.add_(0.05 * torch.randn_like(p))
-    x = torch.rand(1, 1, 32, 32)
+    x = torch.rand(1, 1, 64, 64)
     a = G(x, torch.eye(5)[[0]])
     b = G(x, torch.eye(5)[[1]])
     assert (a - b).abs().max() > 1e-4
@@ -100,35 +100,38 @@ def test_image_bank_errors(tmp_path: Path):
 
 def test_cli_flags_are_kebab_case():
     """Every config field has a kebab-case flag; tuples and booleans parse."""
-    cfg = parse_args(["--style-fraction", "0.25", "--widths", "4", "8", "8", "8", "--no-attention", "--crop-scale", "1", "1.5"])
-    assert cfg.style_fraction == 0.25 and cfg.widths == (4, 8, 8, 8) and cfg.attention is False
+    cfg = parse_args(["--style-fraction", "0.25", "--widths", "4", "8", "8", "8", "4", "--no-attention", "--crop-scale", "1", "1.5"])
+    assert cfg.style_fraction == 0.25 and cfg.widths == (4, 8, 8, 8, 4) and cfg.attention is False
     assert cfg.crop_scale == (1.0, 1.5)
     with pytest.raises(SystemExit):
         parse_args(["--style_fraction", "0.2"])
 
 
 def _tiny_cfg(tmp_path: Path, photos: Path, **kw) -> TrainConfig:
-    base = dict(photos=str(photos), val_photos=str(photos), out=str(tmp_path / "run"), size=32, batch=4,
-                steps=40, style_fraction=0.0, load_size=96, widths=TINY["widths"], n_res=1, val_every=20,
-                ckpt_every=20, val_images=2, progress=False, lr_g=2e-3, w_adv_color=0.0)
+    base = dict(photos=str(photos), val_photos=str(photos), out=str(tmp_path / "run"), size=64, batch=4,
+                steps=40, style_fraction=0.0, load_size=96, widths=TINY["widths"], val_every=20, mobilenet=str(MOBILENET),
+                ckpt_every=20, val_images=2, progress=False, lr_g=2e-3)
     base.update(kw)
     return TrainConfig(**base)
 
 
 def test_colour_steps_lower_the_loss(tmp_path: Path, photo_folder: Path):
-    """Real colorization steps on real photos reduce the chroma L1 loss."""
+    """Real colorization steps on real photos reduce the rebalanced colour cross-entropy; the encoder stays frozen."""
     tr = Trainer(_tiny_cfg(tmp_path, photo_folder))
-    first = np.mean([tr.train_step()["l1"] for _ in range(5)])
-    for _ in range(60):
+    enc_before = [p.clone() for p in tr.G.encoder.parameters()]
+    first = np.mean([tr.train_step()["ce"] for _ in range(5)])
+    for _ in range(40):
         tr.train_step()
-    last = np.mean([tr.train_step()["l1"] for _ in range(5)])
+    last = np.mean([tr.train_step()["ce"] for _ in range(5)])
     assert last < 0.8 * first, (first, last)
+    assert all(torch.equal(a, b) for a, b in zip(enc_before, tr.G.encoder.parameters()))
 
 
 def test_style_steps_lower_the_style_loss(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
     """Style steps (VGG Gram + content + adversarial) on real paintings lower the Gram loss."""
     cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, styles_root=str(datasets / "styles"),
-                    style_limit=8, gram_samples=4, vgg=str(vgg_path), lr_g=3e-3)
+                    style_limit=8, gram_samples=4, vgg=str(vgg_path), lr_g=3e-3, w_adv_style=0.1, w_adv_color=0.05,
+                    w_tv=0.1, w_l1=1.0, painting_scale=1.0)
     tr = Trainer(cfg)
     first = np.mean([tr.train_step()["style"] for _ in range(3)])
     for _ in range(25):
@@ -145,7 +148,7 @@ def test_fit_saves_config_samples_and_resumes(tmp_path: Path, photo_folder: Path
     assert (run / "last.pt").is_file() and (run / "samples_000020.png").is_file()
     assert sorted(p.name for p in run.glob("step_*.pt")) == ["step_000010.pt", "step_000020.pt"]
     saved = json.loads((run / "config.json").read_text())
-    assert saved["size"] == 32 and saved["widths"] == list(TINY["widths"])
+    assert saved["size"] == 64 and saved["widths"] == list(TINY["widths"])
     grid = Image.open(run / "samples_000020.png")
     assert grid.size == (32 * 0 + 256 * (len(contract.STYLES) + 2), 256 * 2)
     resumed = Trainer(_tiny_cfg(tmp_path, photo_folder, steps=25, resume=str(run / "last.pt")))
@@ -169,10 +172,10 @@ def test_python_m_training_help():
 def test_bilinear_decoder_upsampling():
     """``upsample="bilinear"`` changes only the decoder's resampling: same parameters, other output."""
     torch.manual_seed(0)
-    near = Generator(GeneratorConfig(**TINY)).eval()
+    near = Generator(GeneratorConfig(**TINY, upsample="nearest")).eval()
     bil = Generator(GeneratorConfig(**TINY, upsample="bilinear")).eval()
     bil.load_state_dict(near.state_dict())  # identical weights load: nothing but the resampling differs
-    x, s = torch.rand(1, 1, 32, 48), torch.eye(len(contract.STYLES))[:1]
+    x, s = torch.rand(1, 1, 64, 96), torch.eye(len(contract.STYLES))[:1]
     a, b = near(x, s), bil(x, s)
     assert a.shape == b.shape and not torch.allclose(a, b)
     with pytest.raises(ValueError, match="upsample"):

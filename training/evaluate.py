@@ -1,8 +1,10 @@
 """Evaluate an exported model on held-out photos through the SDK (the path users run).
 
 For each colour photo: make it grey, colorize it at full resolution with the SDK, and score the
-result against the original: PSNR, SSIM and colourfulness. The luminance-only baseline (the grey
-image itself) is scored the same way, so the table says what the model adds.
+result against the original: PSNR, SSIM, colourfulness, per-image |colourfulness - truth's|, and
+colour accuracy (AuC of the per-pixel Lab ab error over thresholds 0..150, Zhang et al. 2016).
+The luminance-only baseline (the grey image itself) is scored the same way, so the table says
+what the model adds; run it on the previous release's model folder to compare releases.
 
     python -m training.evaluate --model-dir sdk/models/default --photos ../shared/datasets/photos/val
 """
@@ -23,7 +25,7 @@ from training.data import list_images
 
 
 def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = "auto", offset: int = 0) -> dict:
-    """Mean PSNR / SSIM / colourfulness of the model and of the grey baseline over ``photos``.
+    """Mean PSNR / SSIM / colourfulness / |dCF| / AuC of the model and of the grey baseline over ``photos``.
 
     ``offset`` skips the first files (sorted order): the trainer validates on the first
     ``--val-images`` files, so ``offset`` = that number scores only photos that never took part
@@ -43,9 +45,12 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
         grey = np.asarray(Image.fromarray(rgb).convert("L"))
         out = pipe.colorize(grey)
         grey3 = np.repeat(grey[:, :, None], 3, axis=2)
+        cf_true = metrics.colourfulness(rgb)
+        cf = metrics.colourfulness(out)
         rows.append([
-            metrics.psnr(out, rgb), metrics.ssim(out, rgb), metrics.colourfulness(out),
-            metrics.psnr(grey3, rgb), metrics.ssim(grey3, rgb), metrics.colourfulness(rgb),
+            metrics.psnr(out, rgb), metrics.ssim(out, rgb), cf,
+            metrics.psnr(grey3, rgb), metrics.ssim(grey3, rgb), cf_true,
+            abs(cf - cf_true), metrics.ab_auc(out, rgb), metrics.ab_auc(grey3, rgb),
         ])
     a = np.asarray(rows)
     m = a.mean(axis=0)
@@ -54,8 +59,9 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
         "offset": offset,
         "photos": str(photos),
         "model": {"psnr": round(m[0], 3), "ssim": round(m[1], 4), "colourfulness": round(m[2], 2),
-                  "psnr_wins_vs_grey": int((a[:, 0] > a[:, 3]).sum())},
-        "baseline_grey": {"psnr": round(m[3], 3), "ssim": round(m[4], 4), "colourfulness": 0.0},
+                  "abs_dcf": round(m[6], 2), "auc": round(m[7], 2), "psnr_wins_vs_grey": int((a[:, 0] > a[:, 3]).sum())},
+        "baseline_grey": {"psnr": round(m[3], 3), "ssim": round(m[4], 4), "colourfulness": 0.0,
+                          "abs_dcf": round(m[5], 2), "auc": round(m[8], 2)},
         "ground_truth": {"colourfulness": round(m[5], 2)},
         "backend": pipe.backend,
         "seconds": round(time.perf_counter() - t0, 1),

@@ -119,3 +119,65 @@ def g_hinge(fake: torch.Tensor) -> torch.Tensor:
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+
+
+def chroma_prior(images: list, bins: torch.Tensor, per_image: int = 4096, seed: int = 0) -> torch.Tensor:
+    """Empirical distribution [Q] of the nearest colour bin over pixels sampled from RGB uint8 images.
+
+    Args:
+        images: HxWx3 uint8 arrays (an :class:`training.data.ImageBank`'s ``images``).
+        bins: bin centres [Q,2] (Cb, Cr).
+        per_image: pixels sampled from each image.
+    """
+    import numpy as np
+
+    from sdk import contract
+
+    rng = np.random.default_rng(seed)
+    m = np.asarray(contract.RGB_TO_YCBCR, np.float32)[1:]
+    counts = torch.zeros(len(bins), dtype=torch.float64)
+    for img in images:
+        px = img.reshape(-1, 3)
+        px = px[rng.integers(len(px), size=min(per_image, len(px)))].astype(np.float32) / 255.0
+        cbcr = torch.from_numpy(px @ m.T)  # [P,2]
+        idx = torch.cdist(cbcr, bins).argmin(dim=1)
+        counts += torch.bincount(idx, minlength=len(bins)).double()
+    return (counts / counts.sum()).float()
+
+
+def rebalance_weights(prior: torch.Tensor, bins: torch.Tensor, lam: float = 0.5, sigma: float = 0.05) -> torch.Tensor:
+    """Zhang et al.'s class-rebalancing weights [Q]: ``w ~ 1 / ((1 - lam) * smooth(p) + lam / Q)``, E_p[w] = 1.
+
+    ``smooth`` is a Gaussian of width ``sigma`` over the bin centres; rare, saturated colours get
+    up to ``1 / lam`` times the weight of the common browns and greys.
+    """
+    k = torch.exp(-torch.cdist(bins, bins).pow(2) / (2 * sigma**2))
+    smooth = (k @ prior) / k.sum(dim=1)
+    smooth = smooth / smooth.sum()
+    w = 1.0 / ((1.0 - lam) * smooth + lam / len(bins))
+    return w / (w * smooth).sum()
+
+
+def soft_encode(cbcr: torch.Tensor, bins: torch.Tensor, sigma: float, k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft class targets for true chroma: Gaussian weights on the ``k`` nearest bins.
+
+    Args:
+        cbcr: [N,2,h,w] true chroma.
+        bins: [Q,2] centres.
+    Returns:
+        (targets [N,Q,h,w] summing to 1 per pixel, nearest bin index [N,h,w]).
+    """
+    n, _, h, w = cbcr.shape
+    flat = cbcr.permute(0, 2, 3, 1).reshape(-1, 2)  # [P,2]
+    d = torch.cdist(flat, bins)  # [P,Q]
+    dk, ik = d.topk(k, dim=1, largest=False)
+    wk = torch.exp(-dk.pow(2) / (2 * sigma**2))
+    q = torch.zeros_like(d).scatter_(1, ik, wk / wk.sum(dim=1, keepdim=True))
+    return q.reshape(n, h, w, -1).permute(0, 3, 1, 2), ik[:, 0].reshape(n, h, w)
+
+
+def colour_ce(logits: torch.Tensor, true_cbcr: torch.Tensor, bins: torch.Tensor, weights: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Class-rebalanced cross-entropy of colour logits [N,Q,h,w] against soft-encoded truth [N,2,h,w]."""
+    q, nearest = soft_encode(true_cbcr, bins, sigma)
+    ce = -(q * F.log_softmax(logits.float(), dim=1)).sum(dim=1)  # [N,h,w]
+    return (weights[nearest] * ce).mean()

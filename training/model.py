@@ -2,19 +2,30 @@
 
 The generator is one network for colorization and every painting style. It reads luminance and a
 style-weight vector ``s`` (one-hot selects a style, other vectors blend them) and predicts
-full-range YCbCr (see :mod:`sdk.contract`). Style enters through FiLM: every block scales and
-shifts its channels by ``1 + s @ W_gamma`` and ``s @ W_beta``. That is conditional instance
-norm's conditioning without the per-image statistics, so blending styles blends the vectors, the
-whole thing is a MatMul in ONNX, and no normalisation layer runs at inference except at the
-cheap 1/16-resolution bottleneck. The style weights also enter the stem as constant planes, so
-the very first convolution already sees which style is asked for.
+full-range YCbCr (see :mod:`sdk.contract`).
 
-Layout (working resolution H x W, both multiples of 16)::
+- **Encoder**: an ImageNet MobileNetV2 (:mod:`training.encoder`), frozen, gives the semantics a
+  network trained on a few thousand photos cannot learn (what grass, sky and skin are).
+- **Decoder**: upsample-then-convolve with skips from the encoder at strides 16, 8 and 4. Style
+  enters through FiLM: every block scales and shifts its channels by ``1 + s @ W_gamma`` and
+  ``s @ W_beta`` (conditional instance norm's conditioning without per-image statistics, so
+  blending styles blends the vectors and the whole thing is a MatMul in ONNX).
+- **Colour head** (stride 4): logits over quantised CbCr bins, read out as the annealed mean
+  ``softmax(logits / T) @ bin_centres`` (Zhang et al. 2016) inside the graph, so the model still
+  outputs chroma. Classification with class rebalancing avoids the sepia mean that L1 regression
+  gives; ``T`` trades colourfulness against safety (1 = mean, to 0 = mode).
+- **Style branch** (strides 2 and 1, with the input luminance concatenated for full-resolution
+  detail): a residual on Y and CbCr that paints brushwork. It is scaled by ``1 - s_natural``, so
+  natural colorization is exactly the colour head, and ``strength`` blends toward it linearly.
 
-    luma [N,1,H,W] + style planes [N,S,H,W] -> stem (s2)  [N,c0,H/2]  -> down1 (s2) [N,c1,H/4] -> down2 (s2) [N,c2,H/8]
-                   -> down3 (s2) [N,c3,H/16] -> bottleneck: res blocks + multi-modal attention
-                   -> up3 [N,c2,H/8] (+ skip) -> up2 [N,c1,H/4] (+ skip) -> up1 [N,c0,H/2] (+ skip)
-                   -> head: upsample, conv -> [N,3,H,W] (Y residual on input luma, Cb, Cr)
+Layout (working resolution H x W, both multiples of 32)::
+
+    luma [N,1,H,W] -> encoder -> f4 [N,24,H/4], f8 [N,32,H/8], f16 [N,96,H/16], f32 [N,320,H/32]
+    f32 -> lat32 [N,c16,H/32] (-> multi-modal attention, optional)
+        -> up16 [N,c16,H/16] + lat16(f16) -> up8 [N,c8,H/8] + lat8(f8) -> up4 [N,c4,H/4] + lat4(f4)
+    colour: colour_head [N,Q,H/4] -> annealed mean [N,2,H/4] -> bilinear x4 [N,2,H,W]
+    style:  up2 [N,c2,H/2] -> cat(upsample, luma) -> up1 [N,c1,H,W] -> style_head [N,3,H,W]
+    out = (luma + g * tanh(dY), CbCr + g * tanh(dC) / 2), g = 1 - s_natural, clamped to the gamut box
 
 Decoders upsample then convolve (no transposed convolutions, no checkerboards).
 """
@@ -23,11 +34,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from sdk import contract
+from training.encoder import FEATURE_CHANNELS, MobileNetV2Encoder
+
+
+def chroma_bins(step: float) -> np.ndarray:
+    """Centres [Q,2] (Cb, Cr) of a ``step`` grid over [-0.5, 0.5]^2, kept where some Y in [0, 1] gives valid RGB.
+
+    Example:
+        >>> chroma_bins(0.05).shape[1]
+        2
+    """
+    n = int(round(1.0 / step))
+    centres = (np.arange(n) + 0.5) * step - 0.5
+    cb, cr = np.meshgrid(centres, centres, indexing="ij")
+    # RGB = Y + (1.402 cr, -0.344 cb - 0.714 cr, 1.772 cb): each must fit in [0, 1] for one Y.
+    m = np.asarray(contract.YCBCR_TO_RGB)
+    offs = np.stack([m[i, 1] * cb + m[i, 2] * cr for i in range(3)])  # [3,n,n]
+    lo = np.maximum(0.0, (-offs).max(axis=0))
+    hi = np.minimum(1.0, (1.0 - offs).min(axis=0))
+    keep = lo <= hi
+    return np.stack([cb[keep], cr[keep]], axis=1).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -35,27 +67,32 @@ class GeneratorConfig:
     """Sizes of the generator.
 
     Args:
-        widths: channels at 1/2, 1/4, 1/8 and 1/16 of the working resolution.
-        n_res: residual blocks in the bottleneck.
+        widths: decoder channels at 1/16, 1/8, 1/4, 1/2 and 1/1 of the working resolution.
         n_styles: length of the style-weight vector.
-        padding: convolution padding mode. "replicate" (ONNX Pad mode=edge): zero padding gave the
-            Gram-trained styles bright streaks along the borders.
-        attention: include the multi-modal attention block. Off by default: the ablation in the
-            model card (colour only, 600 steps at 64x64) did not show it helping validation PSNR.
-        upsample: the decoder's 2x upsampling before each convolution, "nearest" or "bilinear"
-            (smoother; ONNX Resize linear). Checkpoints without the field used "nearest".
+        attention: include the multi-modal attention block at the 1/32 bottleneck (see the model
+            card's ablation).
+        padding: decoder convolution padding mode. "replicate" (ONNX Pad mode=edge): zero padding
+            gave the Gram-trained styles bright streaks along the borders.
+        upsample: the decoder's 2x upsampling before each convolution, "nearest" or "bilinear".
+        bin_step: CbCr grid step of the colour classes (0.05: about 300 in-gamut bins).
+        temperature: annealed-mean temperature of the colour read-out (Zhang et al.: 0.38).
     """
 
-    widths: tuple[int, int, int, int] = (16, 32, 64, 128)
-    n_res: int = 3
+    widths: tuple[int, int, int, int, int] = (128, 64, 48, 32, 16)
     n_styles: int = len(contract.STYLES)
     attention: bool = False
     padding: str = "replicate"
-    upsample: str = "nearest"
+    upsample: str = "bilinear"
+    bin_step: float = 0.05
+    temperature: float = 0.38
 
     def __post_init__(self) -> None:
         if self.upsample not in ("nearest", "bilinear"):
             raise ValueError(f"upsample is {self.upsample!r}; expected 'nearest' or 'bilinear'")
+        if len(self.widths) != 5:
+            raise ValueError(f"widths has {len(self.widths)} entries; expected 5 (strides 16, 8, 4, 2, 1)")
+        if not 0.0 < self.temperature <= 1.0:
+            raise ValueError(f"temperature is {self.temperature}; expected a value in (0, 1]")
 
 
 class FiLM(nn.Module):
@@ -97,24 +134,6 @@ class ConvBlock(nn.Module):
         return F.leaky_relu(self.film(self.conv(x), s), 0.2)
 
 
-class ResBlock(nn.Module):
-    """Residual block with conditional instance norm (bottleneck only, where it is cheap)."""
-
-    def __init__(self, channels: int, n_styles: int, pad: str = "zeros") -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode=pad)
-        self.norm1 = nn.InstanceNorm2d(channels, affine=True)
-        self.film1 = FiLM(n_styles, channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode=pad)
-        self.norm2 = nn.InstanceNorm2d(channels, affine=True)
-        self.film2 = FiLM(n_styles, channels)
-
-    def forward(self, x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(self.film1(self.norm1(self.conv1(x)), s), 0.2)
-        h = self.film2(self.norm2(self.conv2(h)), s)
-        return x + h
-
-
 class MultiModalAttention(nn.Module):
     """Parallel colour / texture / shape branches mixed by softmax weights.
 
@@ -153,38 +172,59 @@ class Generator(nn.Module):
     def __init__(self, cfg: GeneratorConfig = GeneratorConfig()) -> None:
         super().__init__()
         self.cfg = cfg
-        c0, c1, c2, c3 = cfg.widths
-        ns, pad = cfg.n_styles, cfg.padding
-        self.stem = ConvBlock(1 + ns, c0, ns, stride=2, pad=pad)  # luma + one constant plane per style weight
-        self.down1 = ConvBlock(c0, c1, ns, stride=2, pad=pad)
-        self.down2 = ConvBlock(c1, c2, ns, stride=2, pad=pad)
-        self.down3 = ConvBlock(c2, c3, ns, stride=2, pad=pad)
-        self.res = nn.ModuleList(ResBlock(c3, ns, pad=pad) for _ in range(cfg.n_res))
-        self.attention = MultiModalAttention(c3, ns) if cfg.attention else None
-        self.up3 = ConvBlock(c3, c2, ns, upsample=cfg.upsample, pad=pad)
-        self.up2 = ConvBlock(c2, c1, ns, upsample=cfg.upsample, pad=pad)
-        self.up1 = ConvBlock(c1, c0, ns, upsample=cfg.upsample, pad=pad)
-        self.head = nn.Conv2d(c0, 3, 3, padding=1, padding_mode=pad)
+        c16, c8, c4, c2, c1 = cfg.widths
+        ns, pad, up = cfg.n_styles, cfg.padding, cfg.upsample
+        self.encoder = MobileNetV2Encoder()
+        self.lat32 = nn.Conv2d(FEATURE_CHANNELS[32], c16, 1)
+        self.lat16 = nn.Conv2d(FEATURE_CHANNELS[16], c16, 1)
+        self.lat8 = nn.Conv2d(FEATURE_CHANNELS[8], c8, 1)
+        self.lat4 = nn.Conv2d(FEATURE_CHANNELS[4], c4, 1)
+        self.attention = MultiModalAttention(c16, ns) if cfg.attention else None
+        self.up16 = ConvBlock(c16, c16, ns, upsample=up, pad=pad)
+        self.up8 = ConvBlock(c16, c8, ns, upsample=up, pad=pad)
+        self.up4 = ConvBlock(c8, c4, ns, upsample=up, pad=pad)
+        bins = torch.from_numpy(chroma_bins(cfg.bin_step))  # [Q,2]
+        self.register_buffer("bins", bins, persistent=False)
+        self.colour_head = nn.Conv2d(c4, len(bins), 1)
+        self.up2 = ConvBlock(c4, c2, ns, upsample=up, pad=pad)
+        self.up1 = ConvBlock(c2 + 1, c1, ns, pad=pad)  # + the luma plane at full working resolution
+        self.style_head = nn.Conv2d(c1, 3, 3, padding=1, padding_mode=pad)
+        nn.init.zeros_(self.style_head.weight)  # styles start as the natural colorization
+        nn.init.zeros_(self.style_head.bias)
 
-    def forward(self, luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        # luma: [N,1,H,W] in [0,1]; style: [N,S]
-        x = luma * 2.0 - 1.0
-        planes = style[:, :, None, None].expand(-1, -1, luma.shape[2], luma.shape[3])  # [N,S,H,W]
-        e0 = self.stem(torch.cat([x, planes], dim=1), style)  # [N,c0,H/2,W/2]
-        e1 = self.down1(e0, style)  # [N,c1,H/4,W/4]
-        e2 = self.down2(e1, style)  # [N,c2,H/8,W/8]
-        h = self.down3(e2, style)  # [N,c3,H/16,W/16]
-        for block in self.res:
-            h = block(h, style)
+    def freeze_encoder(self, frozen: bool = True) -> None:
+        """Stop (or restart) gradients into the pretrained encoder."""
+        self.encoder.requires_grad_(not frozen)
+
+    def decode(self, luma: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shared decoder to stride 4: returns (features [N,c4,H/4,W/4], colour logits [N,Q,H/4,W/4])."""
+        f4, f8, f16, f32 = self.encoder(luma)
+        h = self.lat32(f32)  # [N,c16,H/32]
         if self.attention is not None:
             h = self.attention(h, style)
-        h = self.up3(h, style) + e2  # [N,c2,H/8,W/8]
-        h = self.up2(h, style) + e1  # [N,c1,H/4,W/4]
-        h = self.up1(h, style) + e0  # [N,c0,H/2,W/2]
-        o = self.head(_up2(h, self.cfg.upsample))  # [N,3,H,W]
-        y = (luma + 0.5 * torch.tanh(o[:, 0:1])).clamp(0.0, 1.0)
-        cbcr = 0.5 * torch.tanh(o[:, 1:3])
-        return torch.cat([y, cbcr], dim=1)  # [N,3,H,W]: Y, Cb, Cr
+        h = self.up16(h, style) + self.lat16(f16)  # [N,c16,H/16]
+        h = self.up8(h, style) + self.lat8(f8)  # [N,c8,H/8]
+        h = self.up4(h, style) + self.lat4(f4)  # [N,c4,H/4]
+        return h, self.colour_head(h)
+
+    def chroma(self, logits: torch.Tensor) -> torch.Tensor:
+        """Annealed-mean read-out: logits [N,Q,h,w] -> CbCr [N,2,h,w]."""
+        # Softmax over the last axis (ONNX Runtime's Softmax on axis 1 of NCHW is ~10x slower).
+        p = torch.softmax(logits.permute(0, 2, 3, 1) / self.cfg.temperature, dim=-1)  # [N,h,w,Q]
+        return (p @ self.bins).permute(0, 3, 1, 2)  # [N,2,h,w]: sum_q p_q * centre_q
+
+    def forward(self, luma: torch.Tensor, style: torch.Tensor, return_logits: bool = False):
+        # luma: [N,1,H,W] in [0,1], H and W multiples of 32; style: [N,S]
+        h, logits = self.decode(luma, style)
+        cbcr = F.interpolate(self.chroma(logits), scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,2,H,W]
+        s = self.up2(h, style)  # [N,c2,H/2]
+        s = self.up1(torch.cat([_up2(s, self.cfg.upsample), luma * 2.0 - 1.0], dim=1), style)  # [N,c1,H,W]
+        o = torch.tanh(self.style_head(s))  # [N,3,H,W]
+        g = (1.0 - style[:, :1])[:, :, None, None]  # [N,1,1,1]: 0 for natural colorization
+        y = (luma + g * o[:, :1]).clamp(0.0, 1.0)
+        cbcr = (cbcr + g * 0.5 * o[:, 1:]).clamp(-0.5, 0.5)
+        out = torch.cat([y, cbcr], dim=1)  # [N,3,H,W]: Y, Cb, Cr
+        return (out, logits) if return_logits else out
 
 
 class Discriminator(nn.Module):

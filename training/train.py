@@ -1,10 +1,12 @@
 """Trainer for the unified generator.
 
-Every step trains on one batch of colour photos (colorization: paired, saturation-rebalanced L1 +
-adversarial) and, with probability ``style_fraction``, one batch
-of the same photos rendered in random painting styles (unpaired: VGG content loss on the input
-luminance, Gram style loss against the style's mean Gram, adversarial against that style's
-paintings). One projection discriminator judges both: class 0 is "real photo", class k style k.
+Every step trains on one batch of colour photos (colorization: class-rebalanced cross-entropy over
+quantised chroma bins, optionally L1 / colourfulness / adversarial terms) and, with probability
+``style_fraction``, one batch of photos rendered in random painting styles (unpaired: VGG content
+loss on the input luminance, Gram style losses at relu1_1..relu3_1 against the style's mean Gram,
+optionally adversarial against that style's paintings). One projection discriminator judges
+both when its weights are non-zero: class 0 is "real photo", class k style k. The MobileNetV2
+encoder is frozen unless ``lr_encoder`` > 0.
 
 Run ``python -m training --help`` for the flags; each is a field of :class:`TrainConfig`.
 """
@@ -47,9 +49,11 @@ class TrainConfig:
     styles_root: str = "../shared/datasets/styles"
     style_split: str = "train"
     vgg: str = "../shared/weights/vgg19_relu3_1_caffe.safetensors"
+    mobilenet: str = "../shared/weights/mobilenet_v2_100.safetensors"
     out: str = "runs/default"
     size: int = 128
     batch: int = 8
+    style_batch: int = 4
     steps: int = 2000
     style_fraction: float = 0.5
     load_size: int = 256
@@ -57,23 +61,28 @@ class TrainConfig:
     photo_limit: int = 0
     style_limit: int = 0
     lr_g: float = 5e-4
+    lr_encoder: float = 0.0
     lr_d: float = 2e-4
-    w_l1: float = 20.0
-    w_luma: float = 10.0
+    w_ce: float = 1.0
+    rebalance_lambda: float = 0.5
+    w_l1: float = 0.0
     rebalance: float = 10.0
-    w_adv_color: float = 0.05
+    w_adv_color: float = 0.0
     w_cf: float = 0.0
     w_content: float = 1.0
-    w_style: float = 3.0
-    w_adv_style: float = 0.1
-    w_tv: float = 0.5
+    w_style: float = 5.0
+    style_layers: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    w_adv_style: float = 0.0
+    w_tv: float = 0.0
     gram_samples: int = 64
+    painting_scale: float = 1.75
     ema: float = 0.999
-    widths: tuple[int, int, int, int] = GeneratorConfig.widths
-    n_res: int = GeneratorConfig.n_res
+    widths: tuple[int, int, int, int, int] = (96, 64, 32, 24, 12)
     attention: bool = GeneratorConfig.attention
     padding: str = GeneratorConfig.padding
     upsample: str = GeneratorConfig.upsample
+    bin_step: float = GeneratorConfig.bin_step
+    temperature: float = GeneratorConfig.temperature
     val_every: int = 500
     val_images: int = 32
     ckpt_every: int = 500
@@ -86,8 +95,8 @@ class TrainConfig:
     progress: bool = True
 
     def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(widths=tuple(self.widths), n_res=self.n_res, attention=self.attention, padding=self.padding,
-                               upsample=self.upsample)
+        return GeneratorConfig(widths=tuple(self.widths), attention=self.attention, padding=self.padding,
+                               upsample=self.upsample, bin_step=self.bin_step, temperature=self.temperature)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -132,15 +141,26 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
 
         self.G = Generator(cfg.generator_config()).to(self.device)
+        if cfg.mobilenet:
+            self.G.encoder.load_pretrained(cfg.mobilenet)
+        self.G.freeze_encoder(cfg.lr_encoder <= 0)
         self.G_ema = Generator(cfg.generator_config()).to(self.device).eval().requires_grad_(False)
         self.D = Discriminator().to(self.device)
-        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(0.5, 0.99))
+        self.use_d = cfg.w_adv_color > 0 or cfg.w_adv_style > 0
+        enc = [p for p in self.G.encoder.parameters() if p.requires_grad]
+        groups = [{"params": [p for n, p in self.G.named_parameters() if not n.startswith("encoder.")]}]
+        if enc:
+            groups.append({"params": enc, "lr": cfg.lr_encoder})
+        self.opt_g = torch.optim.Adam(groups, lr=cfg.lr_g, betas=(0.5, 0.99))
         self.opt_d = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(0.5, 0.99))
         self.step = 0
         self.history: list[dict[str, float]] = []
 
         limit = cfg.photo_limit or None
         self.photos = ImageBank(cfg.photos, cfg.load_size, limit)
+        self.bins = self.G.bins
+        prior = losses.chroma_prior(self.photos.images, self.bins.cpu(), seed=cfg.seed)
+        self.class_weights = losses.rebalance_weights(prior, self.bins.cpu(), cfg.rebalance_lambda, cfg.bin_step).to(self.device)
         self.val_files = list_images(cfg.val_photos)[: cfg.val_images] if cfg.val_photos else []
         self.paintings: dict[int, ImageBank] = {}
         self.vgg: losses.VGGFeatures | None = None
@@ -169,7 +189,8 @@ class Trainer:
             acc = None
             n = self.cfg.gram_samples
             for start in range(0, n, 16):
-                crops = to_tensor(bank.batch(self.rng, min(16, n - start), self.cfg.size), self.device)
+                scale = (self.cfg.painting_scale, self.cfg.painting_scale)  # 1.75 x 128 = the paintings' own 224 px
+                crops = to_tensor(bank.batch(self.rng, min(16, n - start), self.cfg.size, scale), self.device)
                 grams = [losses.gram(f).sum(0) for f in self.vgg(crops)]
                 acc = grams if acc is None else [a + g for a, g in zip(acc, grams)]
             self.style_grams[idx] = [a / n for a in acc]
@@ -216,14 +237,20 @@ class Trainer:
         ycc = rgb_to_ycbcr(rgb)
         luma = ycc[:, :1]
         style = one_hot_style(torch.zeros(len(rgb), dtype=torch.long, device=self.device))
-        pred = self.G(luma, style)
+        pred, logits = self.G(luma, style, return_logits=True)
         fake_rgb = ycbcr_to_rgb(pred)
-        l1 = losses.rebalanced_l1(pred[:, 1:], ycc[:, 1:], cfg.rebalance)
-        l_luma = F.l1_loss(pred[:, :1], luma)
-        label = torch.zeros(len(rgb), dtype=torch.long, device=self.device)
-        adv = losses.g_hinge(self.D(fake_rgb, label))
-        total = cfg.w_l1 * l1 + cfg.w_luma * l_luma + cfg.w_adv_color * adv
-        stats = {"l1": l1.item(), "adv_c": adv.item()}
+        true4 = F.avg_pool2d(ycc[:, 1:], 4)  # [N,2,H/4,W/4]: the colour head's resolution
+        ce = losses.colour_ce(logits, true4, self.bins, self.class_weights, 0.5 * cfg.bin_step)
+        total = cfg.w_ce * ce
+        stats = {"ce": ce.item()}
+        if cfg.w_l1:
+            l1 = losses.rebalanced_l1(pred[:, 1:], ycc[:, 1:], cfg.rebalance)
+            total = total + cfg.w_l1 * l1
+            stats["l1"] = l1.item()
+        if cfg.w_adv_color:
+            adv = losses.g_hinge(self.D(fake_rgb, torch.zeros(len(rgb), dtype=torch.long, device=self.device)))
+            total = total + cfg.w_adv_color * adv
+            stats["adv_c"] = adv.item()
         if cfg.w_cf:
             # Against washed-out colour: match each image's colourfulness (DDColor's |dCF|), 0..255 scale / 100.
             l_cf = (losses.colourfulness(fake_rgb.float()) - losses.colourfulness(rgb)).abs().mean() / 100.0
@@ -243,13 +270,19 @@ class Trainer:
         l_content = F.mse_loss(feats[-1], content) / (content.pow(2).mean() + 1e-8)
         l_style = fake_rgb.new_zeros(())
         for li, f in enumerate(feats):
-            g = losses.gram(f)
+            g = losses.gram(f.float())
             target = torch.stack([self.style_grams[int(k)][li] for k in labels])
-            l_style = l_style + ((g - target) ** 2).sum(dim=(1, 2)).div(target.pow(2).sum(dim=(1, 2))).mean()
-        adv = losses.g_hinge(self.D(fake_rgb, labels))
-        tv = losses.total_variation(fake_rgb)
-        total = cfg.w_content * l_content + cfg.w_style * l_style + cfg.w_adv_style * adv + cfg.w_tv * tv
-        return total, {"content": l_content.item(), "style": l_style.item(), "adv_s": adv.item()}, fake_rgb
+            rel = ((g - target) ** 2).sum(dim=(1, 2)).div(target.pow(2).sum(dim=(1, 2))).mean()
+            l_style = l_style + cfg.style_layers[li] * rel
+        total = cfg.w_content * l_content + cfg.w_style * l_style
+        stats = {"content": l_content.item(), "style": l_style.item()}
+        if cfg.w_tv:
+            total = total + cfg.w_tv * losses.total_variation(fake_rgb)
+        if cfg.w_adv_style:
+            adv = losses.g_hinge(self.D(fake_rgb, labels))
+            total = total + cfg.w_adv_style * adv
+            stats["adv_s"] = adv.item()
+        return total, stats, fake_rgb
 
     def train_step(self) -> dict[str, float]:
         """One generator and one discriminator update; returns the losses."""
@@ -259,9 +292,9 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss_g, stats, fake_c = self._colour_losses(rgb)
             if do_style:
-                labels_np = self.rng.choice(sorted(self.paintings), size=cfg.batch)
+                labels_np = self.rng.choice(sorted(self.paintings), size=cfg.style_batch)
                 labels = torch.from_numpy(labels_np).to(self.device)
-                rgb_s = to_tensor(self.photos.batch(self.rng, cfg.batch, cfg.size, cfg.crop_scale), self.device)
+                rgb_s = to_tensor(self.photos.batch(self.rng, cfg.style_batch, cfg.size, cfg.crop_scale), self.device)
                 loss_s, stats_s, fake_s = self._style_losses(rgb_s, labels)
                 loss_g = loss_g + loss_s
                 stats.update(stats_s)
@@ -269,17 +302,8 @@ class Trainer:
         loss_g.backward()
         self.opt_g.step()
 
-        # Discriminator: real photos vs colorized, real paintings vs stylized.
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            zeros = torch.zeros(cfg.batch, dtype=torch.long, device=self.device)
-            loss_d = losses.d_hinge(self.D(rgb, zeros), self.D(fake_c.detach(), zeros))
-            if do_style:
-                real_p = torch.cat([to_tensor(self.paintings[int(k)].batch(self.rng, 1, cfg.size, (1.0, 1.0)), self.device) for k in labels_np])
-                loss_d = loss_d + losses.d_hinge(self.D(real_p, labels), self.D(fake_s.detach(), labels))
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
-
+        if self.use_d:
+            stats["d"] = self._d_step(rgb, fake_c, labels_np if do_style else None, fake_s if do_style else None)
         with torch.no_grad():
             for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
                 pe.lerp_(p, 1.0 - cfg.ema)
@@ -287,8 +311,23 @@ class Trainer:
                 be.copy_(b)
         self.step += 1
         stats["g"] = loss_g.item()
-        stats["d"] = loss_d.item()
         return stats
+
+    def _d_step(self, rgb: torch.Tensor, fake_c: torch.Tensor, labels_np, fake_s) -> float:
+        """Discriminator update: real photos vs colorized, real paintings vs stylized."""
+        cfg = self.cfg
+        do_style = labels_np is not None
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            zeros = torch.zeros(cfg.batch, dtype=torch.long, device=self.device)
+            loss_d = losses.d_hinge(self.D(rgb, zeros), self.D(fake_c.detach(), zeros))
+            if do_style:
+                labels = torch.from_numpy(labels_np).to(self.device)
+                real_p = torch.cat([to_tensor(self.paintings[int(k)].batch(self.rng, 1, cfg.size, (1.0, 1.0)), self.device) for k in labels_np])
+                loss_d = loss_d + losses.d_hinge(self.D(real_p, labels), self.D(fake_s.detach(), labels))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        return loss_d.item()
 
     # ---------------------------------------------------------------- validation
     @torch.no_grad()
@@ -358,7 +397,7 @@ class Trainer:
 
 
 def _load_work_size(path: Path, square: bool = False) -> np.ndarray:
-    """A validation photo at the default working size: long side WORK_SIZE, sides multiples of 16."""
+    """A validation photo at the default working size: long side WORK_SIZE, sides multiples of SIZE_MULTIPLE."""
     with Image.open(path) as im:
         im = im.convert("RGB")
         if square:
