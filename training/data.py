@@ -71,6 +71,7 @@ class ImageBank:
         if limit is not None and len(files) > limit:
             files = [files[i] for i in np.linspace(0, len(files) - 1, limit).astype(int)]
         self.images: list[np.ndarray] = []
+        self.files: list[Path] = []
         self.skipped: list[Path] = []
         for f in files:
             try:
@@ -83,6 +84,7 @@ class ImageBank:
                 self.skipped.append(f)
             else:
                 self.images.append(arr)
+                self.files.append(f)
         if not self.images:
             raise ValueError(f"no colour images found under {root} ({len(self.skipped)} skipped)")
         if self.skipped:

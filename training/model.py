@@ -24,7 +24,7 @@ Layout (working resolution H x W, both multiples of 32)::
     f32 -> lat32 [N,c16,H/32] (-> multi-modal attention, optional)
         -> up16 [N,c16,H/16] + lat16(f16) -> up8 [N,c8,H/8] + lat8(f8) -> up4 [N,c4,H/4] + lat4(f4)
     colour: colour_head [N,Q,H/4] -> annealed mean [N,2,H/4] -> bilinear x4 [N,2,H,W]
-    style:  up2 [N,c2,H/2] -> cat(upsample, luma) -> up1 [N,c1,H,W] -> style_head [N,3,H,W]
+    style:  cat(h, style planes) -> up2 [N,c2,H/2] -> cat(upsample, luma) -> up1 [N,c1,H,W] -> style_head [N,3,H,W]
     out = (luma + g * tanh(dY), CbCr + g * tanh(dC) / 2), g = 1 - s_natural, clamped to the gamut box
 
 Decoders upsample then convolve (no transposed convolutions, no checkerboards).
@@ -186,7 +186,7 @@ class Generator(nn.Module):
         bins = torch.from_numpy(chroma_bins(cfg.bin_step))  # [Q,2]
         self.register_buffer("bins", bins, persistent=False)
         self.colour_head = nn.Conv2d(c4, len(bins), 1)
-        self.up2 = ConvBlock(c4, c2, ns, upsample=up, pad=pad)
+        self.up2 = ConvBlock(c4 + ns, c2, ns, upsample=up, pad=pad)  # + one constant plane per style weight
         self.up1 = ConvBlock(c2 + 1, c1, ns, pad=pad)  # + the luma plane at full working resolution
         self.style_head = nn.Conv2d(c1, 3, 3, padding=1, padding_mode=pad)
         nn.init.zeros_(self.style_head.weight)  # styles start as the natural colorization
@@ -213,11 +213,18 @@ class Generator(nn.Module):
         p = torch.softmax(logits.permute(0, 2, 3, 1) / self.cfg.temperature, dim=-1)  # [N,h,w,Q]
         return (p @ self.bins).permute(0, 3, 1, 2)  # [N,2,h,w]: sum_q p_q * centre_q
 
-    def forward(self, luma: torch.Tensor, style: torch.Tensor, return_logits: bool = False):
-        # luma: [N,1,H,W] in [0,1], H and W multiples of 32; style: [N,S]
+    def forward(self, luma: torch.Tensor, style: torch.Tensor, return_logits: bool = False, detach_shared: bool = False):
+        """(luma [N,1,H,W] in [0,1], H and W multiples of 32; style [N,S]) -> YCbCr [N,3,H,W].
+
+        ``return_logits`` also returns the colour logits (training); ``detach_shared`` stops the
+        style branch's gradients at the shared decoder, so style training leaves colour untouched.
+        """
         h, logits = self.decode(luma, style)
+        if detach_shared:
+            h, logits = h.detach(), logits.detach()
         cbcr = F.interpolate(self.chroma(logits), scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,2,H,W]
-        s = self.up2(h, style)  # [N,c2,H/2]
+        planes = style[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [N,S,H/4,W/4]
+        s = self.up2(torch.cat([h, planes], dim=1), style)  # [N,c2,H/2]
         s = self.up1(torch.cat([_up2(s, self.cfg.upsample), luma * 2.0 - 1.0], dim=1), style)  # [N,c1,H,W]
         o = torch.tanh(self.style_head(s))  # [N,3,H,W]
         g = (1.0 - style[:, :1])[:, :, None, None]  # [N,1,1,1]: 0 for natural colorization

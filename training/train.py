@@ -56,6 +56,9 @@ class TrainConfig:
     style_batch: int = 4
     steps: int = 2000
     style_fraction: float = 0.5
+    colour: bool = True
+    style_detach: bool = True
+    style_exemplars: int = 0
     load_size: int = 256
     crop_scale: tuple[float, float] = (1.0, 2.0)
     photo_limit: int = 0
@@ -183,8 +186,10 @@ class Trainer:
     # ---------------------------------------------------------------- setup
     @torch.no_grad()
     def _style_targets(self) -> None:
-        """Mean Gram matrices per style over random crops of its paintings."""
+        """Mean Gram matrices per style over random crops of its paintings (or of its exemplars)."""
         assert self.vgg is not None
+        if self.cfg.style_exemplars:
+            self._pick_exemplars()
         for idx, bank in self.paintings.items():
             acc = None
             n = self.cfg.gram_samples
@@ -195,10 +200,44 @@ class Trainer:
                 acc = grams if acc is None else [a + g for a, g in zip(acc, grams)]
             self.style_grams[idx] = [a / n for a in acc]
 
+    @torch.no_grad()
+    def _pick_exemplars(self) -> None:
+        """Keep, per style, the ``style_exemplars`` paintings nearest the school's mean Gram.
+
+        A mean Gram over a whole school averages its textures away (palette and wash, no strokes);
+        the paintings nearest that mean are typical of the school and carry real brushwork.
+        """
+        size = round(self.cfg.size * self.cfg.painting_scale)
+        for idx, bank in self.paintings.items():
+            feats = []
+            cand = np.linspace(0, len(bank.images) - 1, min(256, len(bank.images))).astype(int).tolist()  # candidates, evenly spaced
+            for start in range(0, len(cand), 32):
+                chunk = [np.asarray(Image.fromarray(bank.images[i]).resize((size, size), Image.BILINEAR)) for i in cand[start : start + 32]]
+                grams = [losses.gram(f) for f in self.vgg(to_tensor(np.stack(chunk), self.device))]
+                feats.append(torch.cat([g.flatten(1) / g.flatten(1).norm(dim=1, keepdim=True) for g in grams], dim=1))
+            f = torch.cat(feats)
+            order = [cand[i] for i in (f - f.mean(0)).norm(dim=1).argsort()[: self.cfg.style_exemplars].tolist()]
+            log.info("%s exemplars: %s", contract.STYLES[idx], [bank.files[i].name for i in order])
+            bank.images = [bank.images[i] for i in order]
+            bank.files = [bank.files[i] for i in order]
+
     def _load(self, path: str, full: bool) -> None:
+        """Resume (everything) or init (generator and discriminator weights; the EMA restarts from G).
+
+        An init may come from an earlier design: tensors whose shape changed are left as initialised.
+        """
         ck = torch.load(path, map_location=self.device, weights_only=False)
-        self.G.load_state_dict(ck["G"])
-        self.G_ema.load_state_dict(ck["G_ema"])
+        if full:
+            self.G.load_state_dict(ck["G"])
+            self.G_ema.load_state_dict(ck["G_ema"])
+        else:
+            own = self.G.state_dict()
+            fit = {k: v for k, v in ck["G"].items() if k in own and own[k].shape == v.shape}
+            skipped = sorted(set(own) - set(fit))
+            if skipped:
+                log.info("init: %d tensors keep their fresh initialisation (shape changed): %s", len(skipped), skipped)
+            self.G.load_state_dict(fit, strict=False)
+            self.G_ema.load_state_dict(self.G.state_dict())
         if "D" in ck:
             self.D.load_state_dict(ck["D"])
         if full:
@@ -262,7 +301,7 @@ class Trainer:
         cfg = self.cfg
         assert self.vgg is not None
         luma = rgb_to_ycbcr(rgb)[:, :1]
-        pred = self.G(luma, one_hot_style(labels))
+        pred = self.G(luma, one_hot_style(labels), detach_shared=cfg.style_detach)
         fake_rgb = ycbcr_to_rgb(pred)
         feats = self.vgg(fake_rgb)
         with torch.no_grad():
@@ -290,7 +329,10 @@ class Trainer:
         rgb = to_tensor(self.photos.batch(self.rng, cfg.batch, cfg.size, cfg.crop_scale), self.device)
         do_style = self.paintings and self.rng.random() < cfg.style_fraction
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            loss_g, stats, fake_c = self._colour_losses(rgb)
+            if cfg.colour:
+                loss_g, stats, fake_c = self._colour_losses(rgb)
+            else:
+                loss_g, stats, fake_c = rgb.new_zeros(()), {}, None
             if do_style:
                 labels_np = self.rng.choice(sorted(self.paintings), size=cfg.style_batch)
                 labels = torch.from_numpy(labels_np).to(self.device)
