@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import pickle
 import weakref
 
 import numpy as np
@@ -80,6 +81,15 @@ def test_mixed_styles_and_sizes_in_one_infer_call_equal_one_call_per_image(tiny_
         got = stages.finish(job, out, workers=1)
         np.testing.assert_array_equal(got, one_by_one(tiny_pipeline, im, task, params))
     backend.close()
+
+
+def test_jobs_pickle_for_other_processes(tiny_pipeline, mixed):
+    """A Job survives pickling (a distributed worker may prepare, infer or finish it elsewhere)."""
+    im, task, params = mixed[3]
+    job = stages.prepare(im, task, params, tiny_pipeline.manifest)
+    moved = pickle.loads(pickle.dumps(job))
+    out = stages.infer(tiny_pipeline.runner, [moved])[0]
+    np.testing.assert_array_equal(stages.finish(moved, out), stages.finish(job, out))
 
 
 def test_pipeline_process_equals_per_image_calls_in_order(tiny_pipeline, mixed):
