@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
         photos = [load_image(f) for f in files]
         model = evaluate_model(pipe, clf, photos, vgg, size, cfg.batch)
         result["model"] = {
-            "model_dir": str(pipe.manifest.directory), "name": pipe.manifest.raw.get("name"), "backend": pipe.backend_name,
+            "model_dir": str(pipe.manifest.directory), "name": pipe.manifest.raw.get("name"), "backend": pipe.backend,
             **model, "seconds": round(time.perf_counter() - t1, 1),
         }
     result["seconds"] = round(time.perf_counter() - t0, 1)
