@@ -69,7 +69,7 @@ def photo(size: str, grey: bool) -> np.ndarray:
 def info(benchmark, pipe: sdk.Pipeline | None, size: str, batch: int = 1, **extra) -> None:
     """Record what was measured, on what, in the result's ``extra_info``."""
     if pipe is not None:
-        extra = dict(backend=pipe.backend, precision=pipe.manifest.precision,
+        extra = dict(backend=pipe.backend_name, precision=pipe.precision, model_precision=pipe.manifest.precision,
                      threads=getattr(pipe.runner, "threads", None), **extra)
     benchmark.extra_info.update(
         size=size, batch=batch, onnxruntime=ort.__version__, numpy=np.__version__, pillow=PIL.__version__,

@@ -1,10 +1,13 @@
-"""Generator checkpoint -> ONNX model + manifest, checked and parity-tested against PyTorch."""
+"""Generator checkpoint -> ONNX model + manifest, checked and parity-tested against PyTorch.
+
+The manifest is built as an :class:`sdk.manifest.Manifest` and written by
+:func:`sdk.manifest.write_manifest`: the SDK's manifest module is the one owner of the format.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import os
 import tempfile
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sdk import contract
-from sdk.manifest import sha256_file
+from sdk.manifest import Artifact, Manifest, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarr
     from PIL import Image
 
     from sdk import processing
-    from sdk.io import decode
+    from sdk.io import IMAGE_SUFFIXES, decode
 
     rng = np.random.default_rng(0)
     cases = []
@@ -112,7 +115,7 @@ def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarr
     files: list[Path] = []
     if cfg.parity_images:
         root = Path(cfg.parity_images)
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in {".jpg", ".jpeg", ".png"})[:4]
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:4]
     if not files:
         files = [Path(__file__).resolve().parents[1] / "sdk" / "examples" / "astronaut.jpg"]
     for f in files:
@@ -134,8 +137,9 @@ def parity(model_path: Path, G, cases) -> dict[str, float]:
     sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     max_err, sum_err, count = 0.0, 0.0, 0
     worst = ""
+    luma_name, style_name = contract.INPUT_NAMES
     for name, luma, style in cases:
-        got = sess.run(None, {"luma": luma, "style": style})[0]
+        got = sess.run(None, {luma_name: luma, style_name: style})[0]
         with torch.no_grad():
             ref = G(torch.from_numpy(luma), torch.from_numpy(style)).numpy()
         if got.shape != ref.shape:
@@ -182,7 +186,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
                 G, (luma, style), str(raw_path),
                 input_names=list(contract.INPUT_NAMES), output_names=list(contract.OUTPUT_NAMES),
                 opset_version=cfg.opset, dynamo=False, do_constant_folding=True,
-                dynamic_axes={"luma": {0: "N", 2: "H", 3: "W"}, "style": {0: "N"}, "ycbcr": {0: "N", 2: "H", 3: "W"}},
+                dynamic_axes=_dynamic_axes(),
             )
         model = onnx.load(str(raw_path))
         onnx.checker.check_model(model, full_check=True)
@@ -201,13 +205,17 @@ def export_onnx(cfg: ExportConfig) -> dict:
         os.replace(tmp_model, model_path)
 
     manifest = build_manifest(cfg, model_path, G, ck, report, onnx.__version__, ort.__version__, torch.__version__)
-    tmp_manifest = manifest_path.with_suffix(".tmp")
-    tmp_manifest.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp_manifest, manifest_path)
-    return manifest
+    write_manifest(manifest)
+    return manifest.to_dict()
 
 
-def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dict, onnx_v: str, ort_v: str, torch_v: str) -> dict:
+def _dynamic_axes() -> dict[str, dict[int, str]]:
+    """Batch, height and width are dynamic in every input and output except the style's width."""
+    (luma, style), (ycbcr,) = contract.INPUT_NAMES, contract.OUTPUT_NAMES
+    return {luma: {0: "N", 2: "H", 3: "W"}, style: {0: "N"}, ycbcr: {0: "N", 2: "H", 3: "W"}}
+
+
+def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dict, onnx_v: str, ort_v: str, torch_v: str) -> Manifest:
     """The manifest: everything the SDK needs to run the model, and where it came from."""
     import sdk
 
@@ -218,43 +226,31 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
     except ImportError:  # pragma: no cover
         slim_v = None
     train_cfg = ck.get("config", {})
-    return {
-        "manifest_version": contract.MANIFEST_VERSION,
-        "name": cfg.name,
-        "format": "onnx",
-        "model_file": contract.MODEL_NAME,
-        "sha256": sha256_file(model_path),
-        "bytes": model_path.stat().st_size,
-        "opset": cfg.opset,
-        "precision": "fp32",
-        "color_space": {
-            "name": contract.COLOR_SPACE,
-            "rgb_to_ycbcr": contract.RGB_TO_YCBCR,
-            "ycbcr_to_rgb": contract.YCBCR_TO_RGB,
-            "input": "luma: Y of gamma-encoded sRGB in [0, 1] (the graph rescales to [-1, 1] itself)",
-            "output": "ycbcr: Y in [0, 1], Cb and Cr in [-0.5, 0.5]",
+    onnx_fp32 = Artifact(file=contract.MODEL_NAME, format="onnx", precision="fp32", sha256=sha256_file(model_path),
+                         bytes=model_path.stat().st_size, opset=cfg.opset)
+    return Manifest(
+        styles=contract.STYLES[: G.cfg.n_styles],
+        work_size=cfg.work_size,
+        size_multiple=contract.SIZE_MULTIPLE,
+        input_names=contract.INPUT_NAMES,
+        output_names=contract.OUTPUT_NAMES,
+        artifacts=(onnx_fp32,),
+        directory=model_path.parent,
+        name=cfg.name,
+        extra={
+            "generator": dataclasses.asdict(G.cfg),
+            "licence": {"encoder": ENCODER_ATTRIBUTION},
+            "parameters": int(sum(p.numel() for p in G.parameters())),
+            "training": {
+                "step": ck.get("step"),
+                "ema": cfg.use_ema,
+                "size": train_cfg.get("size"),
+                "batch": train_cfg.get("batch"),
+                "photos": train_cfg.get("photos"),
+                "styles_root": train_cfg.get("styles_root"),
+            },
+            "parity": {**report, "tolerance": cfg.tolerance},
+            "versions": {"chromaforge": sdk.__version__, "torch": torch_v, "onnx": onnx_v, "onnxruntime": ort_v, "onnxslim": slim_v},
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
-        "styles": list(contract.STYLES[: G.cfg.n_styles]),
-        "work_size": cfg.work_size,
-        "size_multiple": contract.SIZE_MULTIPLE,
-        "io": {
-            "inputs": list(contract.INPUT_NAMES),
-            "outputs": list(contract.OUTPUT_NAMES),
-            "shapes": {"luma": ["N", 1, "H", "W"], "style": ["N", G.cfg.n_styles], "ycbcr": ["N", 3, "H", "W"]},
-            "dtype": "float32",
-        },
-        "generator": dataclasses.asdict(G.cfg),
-        "licence": {"encoder": ENCODER_ATTRIBUTION},
-        "parameters": int(sum(p.numel() for p in G.parameters())),
-        "training": {
-            "step": ck.get("step"),
-            "ema": cfg.use_ema,
-            "size": train_cfg.get("size"),
-            "batch": train_cfg.get("batch"),
-            "photos": train_cfg.get("photos"),
-            "styles_root": train_cfg.get("styles_root"),
-        },
-        "parity": {**report, "tolerance": cfg.tolerance},
-        "versions": {"chromaforge": sdk.__version__, "torch": torch_v, "onnx": onnx_v, "onnxruntime": ort_v, "onnxslim": slim_v},
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    )

@@ -9,20 +9,51 @@ Example:
 
 The module-level functions share one cached :class:`Pipeline` on the bundled model, created on
 first use; call :func:`load` to manage your own (another model folder, backend or thread count).
-Importing ``sdk`` loads only numpy, Pillow and onnxruntime.
+Importing ``sdk`` loads only numpy, Pillow and onnxruntime, and those only when first needed:
+``Pipeline``, ``fuse`` and the submodules are imported on first access, so ``sdk.contract``
+(standard library only) can be imported by training code without pulling in the runtime.
+
+How the pieces fit (README, "How it fits together"): :mod:`sdk.stages` (prepare -> infer ->
+finish) is the pipeline; :class:`Pipeline` composes it; :mod:`sdk.backends` defines what a backend
+declares and runs; :mod:`sdk.manifest` owns the model contract on disk; :mod:`sdk.fusion` and
+:mod:`sdk.folder` are the fusion and folder-job building blocks the CLI uses.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from sdk import errors
-from sdk.io import ImageInput
-from sdk.pipeline import Pipeline, StyleSpec, fuse
+if TYPE_CHECKING:
+    from sdk.fusion import fuse
+    from sdk.io import ImageInput
+    from sdk.pipeline import Pipeline
+    from sdk.stages import StyleSpec
 
 __version__ = "0.1.0"
 __all__ = ["colorize", "stylize", "fuse", "styles", "load", "Pipeline", "errors", "example_image", "__version__"]
+
+_LAZY = {"Pipeline": "sdk.pipeline", "fuse": "sdk.fusion", "StyleSpec": "sdk.stages"}
+"""Public names imported on first access (PEP 562), with the module that defines them."""
+_SUBMODULES = {"backends", "cli", "contract", "errors", "folder", "fusion", "io", "manifest", "metrics",
+               "pipeline", "processing", "stages"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"sdk.{name}")
+    else:
+        raise AttributeError(f"module 'sdk' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
 
 _default: Pipeline | None = None
 _lock = threading.Lock()
@@ -37,7 +68,7 @@ def load(model_dir: str | Path | None = None, backend: str = "auto", threads: in
         threads: intra-op threads for CPU backends.
 
     Returns:
-        A :class:`Pipeline`; ``pipeline.backend`` names the backend, ``pipeline.backend_reason`` why.
+        A :class:`Pipeline`; ``pipeline.backend_name`` names the backend, ``pipeline.backend_reason`` why.
 
     Raises:
         ModelNotFoundError, ModelCorruptError, BackendUnavailableError.
@@ -45,6 +76,8 @@ def load(model_dir: str | Path | None = None, backend: str = "auto", threads: in
     Example:
         >>> p = sdk.load(backend="onnxruntime-cpu", threads=2)
     """
+    from sdk.pipeline import Pipeline
+
     return Pipeline(model_dir, backend=backend, threads=threads)
 
 
@@ -53,6 +86,8 @@ def _pipeline() -> Pipeline:
     if _default is None:
         with _lock:
             if _default is None:
+                from sdk.pipeline import Pipeline
+
                 _default = Pipeline()
     return _default
 

@@ -2,23 +2,23 @@
 
 Inputs may be files or folders (every image inside, recursively). Outputs never replace an input,
 and an existing output is skipped unless ``--overwrite`` is given. Files are written atomically.
+Folders run through :mod:`sdk.folder`: images go through the pipeline ``--batch-size`` at a time
+(equal working shapes share one generator call), results are saved on background threads, and a
+file that cannot be read or written is reported at the end (exit code 2) without stopping the rest.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
-from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from sdk import folder
 from sdk.errors import ChromaforgeError, InvalidArgumentError, OutputExistsError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
-_PIL_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
-"""Output suffix -> Pillow format name."""
+from sdk.folder import collect_inputs, plan_outputs, save_atomic  # noqa: F401  (sdk.cli's older public names)
+from sdk.io import IMAGE_SUFFIXES
 
 
 class Progress:
@@ -41,82 +41,13 @@ class Progress:
         sys.stderr.flush()
 
 
-def collect_inputs(paths: Iterable[str]) -> list[tuple[Path, Path]]:
-    """Expand files and folders into (image path, path relative to its root) pairs."""
-    found = []
-    for raw in paths:
-        p = Path(raw)
-        if p.is_dir():
-            for f in sorted(p.rglob("*")):
-                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
-                    found.append((f, f.relative_to(p)))
-        elif p.is_file():
-            found.append((p, Path(p.name)))
-        else:
-            raise InvalidArgumentError(f"input {raw!r} does not exist; expected image files or folders")
-    if not found:
-        raise InvalidArgumentError(f"no images found in {list(paths)}; expected files ending in {sorted(IMAGE_SUFFIXES)}")
-    return found
-
-
-def plan_outputs(inputs: list[tuple[Path, Path]], out: str, fmt: str) -> list[Path]:
-    """Where each input's result goes.
-
-    ``-o file.png`` for a single input writes that file; otherwise ``-o`` is a folder and each
-    result keeps its relative path with the ``fmt`` suffix.
-    """
-    o = Path(out)
-    if len(inputs) == 1 and o.suffix.lower() in _PIL_FORMATS and not o.is_dir():
-        targets = [o]
-    else:
-        if o.suffix.lower() in _PIL_FORMATS and len(inputs) > 1:
-            raise InvalidArgumentError(f"-o {out} looks like a file but there are {len(inputs)} inputs; give a folder")
-        targets = [o / rel.with_suffix("." + fmt) for _, rel in inputs]
-    input_set = {p.resolve() for p, _ in inputs}
-    for t in targets:
-        if t.resolve() in input_set:
-            raise OutputExistsError(f"output {t} is also an input; choose another -o so inputs are never overwritten")
-    if len(set(t.resolve() for t in targets)) != len(targets):
-        raise InvalidArgumentError("two inputs map to the same output name (e.g. a.jpg and a.png); process them separately")
-    return targets
-
-
-def save_atomic(image, target: Path) -> None:
-    """Write a PIL image to ``target`` through a temporary file in the same folder."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fmt = _PIL_FORMATS[target.suffix.lower()]
-    if fmt == "JPEG" and image.mode == "RGBA":
-        image = image.convert("RGB")
-    try:
-        image.save(tmp, format=fmt)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def run_batch(fn: Callable, inputs: list[tuple[Path, Path]], targets: list[Path], overwrite: bool, label: str, quiet: bool) -> dict:
-    bar = Progress(len(inputs), label, enabled=not quiet)
-    written = skipped = 0
-    for (src, _), dst in zip(inputs, targets):
-        if dst.exists() and not overwrite:
-            skipped += 1
-            bar.step(f"skip {dst.name}")
-            continue
-        save_atomic(fn(src), dst)
-        written += 1
-        bar.step(dst.name)
-    return {"written": written, "skipped_existing": skipped}
-
-
-def _match_stem(folder: Path, rel: Path) -> Path:
-    """The file in ``folder`` at ``rel`` with any image suffix (stylize writes .png for a .jpg)."""
-    exact = folder / rel
+def _match_stem(root: Path, rel: Path) -> Path:
+    """The file in ``root`` at ``rel`` with any image suffix (stylize writes .png for a .jpg)."""
+    exact = root / rel
     if exact.is_file():
         return exact
     for suffix in sorted(IMAGE_SUFFIXES):
-        candidate = (folder / rel).with_suffix(suffix)
+        candidate = (root / rel).with_suffix(suffix)
         if candidate.is_file():
             return candidate
     return exact
@@ -140,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chromaforge", description="Colorize grey photos and render them in painting styles.")
     p.add_argument("--model-dir", default=None, help="model folder (default: the bundled model)")
     p.add_argument("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference, post-processing and fusion")
+    p.add_argument("--batch-size", type=int, default=8, help="images per generator call when processing folders")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -182,27 +114,40 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _run_folder(args: argparse.Namespace, items: list[folder.Item], process: folder.Process, label: str, **extra) -> int:
+    """Run a folder job with a progress bar; print the JSON summary and each failed file."""
+    bar = Progress(len(items), label, enabled=not args.quiet)
+    summary = folder.run(items, process, overwrite=args.overwrite, batch_size=args.batch_size, progress=bar.step)
+    print(json.dumps({**summary.as_dict(), **extra}))
+    for src, msg in summary.failed:
+        print(f"chromaforge: error: {src}: {msg}", file=sys.stderr)
+    return 2 if summary.failed else 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     import sdk
+    from sdk import fusion, stages
 
+    if args.batch_size < 1:
+        raise InvalidArgumentError(f"--batch-size is {args.batch_size}; expected an integer >= 1")
     if args.command == "fuse":
-        inputs = collect_inputs([args.content])
+        params = fusion.FuseParams(args.method, detail=args.detail, weight=args.weight)
+        items = folder.plan([args.content], args.out, args.format)
         base = Path(args.stylized)
-        pairs = {src: (_match_stem(base, rel) if base.is_dir() else base) for src, rel in inputs}
+        pairs = {it.source: (_match_stem(base, it.relative) if base.is_dir() else base) for it in items}
         for src, sty in pairs.items():
             if not sty.is_file():
                 raise InvalidArgumentError(f"no stylized image {sty} for {src}; expected a file with the same name (any image suffix) in {base}")
-        targets = plan_outputs(inputs, args.out, args.format)
-        summary = run_batch(lambda src: sdk.fuse(src, pairs[src], method=args.method, detail=args.detail, weight=args.weight),
-                            inputs, targets, args.overwrite, "fuse", args.quiet)
-        print(json.dumps(summary))
-        return 0
+        return _run_folder(args, items, folder.each_file(lambda src: fusion.fuse(
+            src, pairs[src], params.method, params.detail, params.detail_levels, params.levels, params.weight, workers=args.threads)), "fuse")
 
     pipe = sdk.load(args.model_dir, backend=args.backend, threads=args.threads)
     if args.command == "info":
         m = pipe.manifest
         print(json.dumps({"model_dir": str(m.directory), "styles": pipe.styles(), "work_size": m.work_size,
-                          "precision": m.precision, "backend": pipe.backend, "reason": pipe.backend_reason}, indent=2))
+                          "precision": pipe.precision, "model_precision": m.precision,
+                          "artifacts": [a.to_dict() for a in m.artifacts],
+                          "backend": pipe.backend_name, "reason": pipe.backend_reason}, indent=2))
         return 0
     if args.command == "demo":
         out = Path(args.out)
@@ -220,21 +165,14 @@ def _dispatch(args: argparse.Namespace) -> int:
                 raise OutputExistsError(f"{target} exists; pass --overwrite or another -o")
             save_atomic(make(), target)
             bar.step(name)
-        print(json.dumps({"out": str(out), "files": sorted(jobs), "backend": pipe.backend}))
+        print(json.dumps({"out": str(out), "files": sorted(jobs), "backend": pipe.backend_name}))
         return 0
 
-    inputs = collect_inputs(args.inputs)
-    targets = plan_outputs(inputs, args.out, args.format)
     if args.command == "colorize":
-        fn = pipe.colorize
+        params = stages.Params()
     else:
-        style = _parse_style(args.style)
-        pipe.style_vector(style, args.strength)  # fail before touching any file
-
-        def fn(src):
-            out = pipe.stylize(src, style, args.strength)
-            return pipe.fuse(src, out, method=args.fuse, detail=args.detail) if args.fuse else out
-
-    summary = run_batch(fn, inputs, targets, args.overwrite, args.command, args.quiet)
-    print(json.dumps({**summary, "backend": pipe.backend}))
-    return 0
+        fuse = fusion.FuseParams(args.fuse, detail=args.detail) if args.fuse else None
+        params = stages.Params(_parse_style(args.style), args.strength, fuse)
+    stages.check_options(args.command, params, pipe.manifest)  # fail before touching any file
+    items = folder.plan(args.inputs, args.out, args.format)
+    return _run_folder(args, items, folder.pipeline_process(pipe, args.command, params), args.command, backend=pipe.backend_name)

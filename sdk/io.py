@@ -24,6 +24,10 @@ from sdk.errors import ImageFormatError, InvalidImageError
 ImageInput = Union[Image.Image, np.ndarray, str, "os.PathLike[str]", bytes, bytearray, memoryview]
 """Anything the SDK accepts as an image."""
 
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
+"""File suffixes (lower case) treated as images when a folder is read: by the CLI and
+:mod:`sdk.folder`, the trainer's image folders and the export's parity images."""
+
 
 @dataclass
 class Decoded:

@@ -1,14 +1,21 @@
-"""Reading and checking the manifest that travels with a model.
+"""The model contract on disk: ``manifest.json``, read and written by this module only.
 
-``manifest.json`` is written by ``python -m export onnx`` beside ``model.onnx``. It states the
-colour space, scaling, style names, working resolution, input/output names, precision, opset and
-the model file's sha256. The SDK refuses a model whose manifest it cannot honour.
+``python -m export onnx`` builds a :class:`Manifest` and calls :func:`write_manifest`; the SDK
+calls :func:`load_manifest`. The manifest states the colour space, scaling, style names, working
+resolution, input/output names, and the model's **artifacts**: each file with its format,
+precision and sha256 (the FP32 ONNX today; FP16 ONNX files and TensorRT engines, with the GPU,
+TensorRT version and shape profiles they were built for, are further entries). The top-level
+``model_file``, ``sha256``, ``bytes``, ``opset`` and ``precision`` repeat the primary (first)
+artifact so that SDKs older than the artifact list still read the file. Provenance (generator
+config, training, parity, versions, licence...) is carried through unchanged in
+:attr:`Manifest.extra`. The SDK refuses a model whose manifest it cannot honour.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,20 +23,96 @@ from typing import Any
 from sdk import contract
 from sdk.errors import ModelCorruptError, ModelNotFoundError
 
+COLOR_SPACE_NOTES = {
+    "input": "luma: Y of gamma-encoded sRGB in [0, 1] (the graph rescales to [-1, 1] itself)",
+    "output": "ycbcr: Y in [0, 1], Cb and Cr in [-0.5, 0.5]",
+}
+_OWNED = {"manifest_version", "name", "format", "model_file", "sha256", "bytes", "opset", "precision",
+          "color_space", "styles", "work_size", "size_multiple", "io", "artifacts"}
+"""Top-level keys this module writes from :class:`Manifest`'s fields; every other key is ``extra``."""
+
+
+@dataclass(frozen=True)
+class ShapeProfile:
+    """A TensorRT optimisation profile for the ``luma`` input: [N, 1, H, W] at min, opt and max."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One model file listed in the manifest.
+
+    Attributes:
+        file: path relative to the manifest's folder.
+        format: ``"onnx"`` or ``"tensorrt"``.
+        precision: what the file computes in: ``"fp32"`` or ``"fp16"``.
+        sha256: checksum of the file.
+        bytes: file size.
+        opset: ONNX opset (ONNX files).
+        gpu, tensorrt: the GPU and TensorRT version an engine was built for (TensorRT engines).
+        profiles: the engine's shape profiles (TensorRT engines).
+    """
+
+    file: str
+    format: str
+    precision: str
+    sha256: str
+    bytes: int | None = None
+    opset: int | None = None
+    gpu: str | None = None
+    tensorrt: str | None = None
+    profiles: tuple[ShapeProfile, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object for the ``artifacts`` list (unset optional fields left out)."""
+        d: dict[str, Any] = {"file": self.file, "format": self.format, "precision": self.precision, "sha256": self.sha256}
+        for key in ("bytes", "opset", "gpu", "tensorrt"):
+            if getattr(self, key) is not None:
+                d[key] = getattr(self, key)
+        if self.profiles:
+            d["profiles"] = [{"min": list(p.min), "opt": list(p.opt), "max": list(p.max)} for p in self.profiles]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Artifact":
+        """Parse one ``artifacts`` entry (raises KeyError, TypeError or ValueError when malformed)."""
+        profiles = tuple(ShapeProfile(tuple(map(int, p["min"])), tuple(map(int, p["opt"])), tuple(map(int, p["max"])))
+                         for p in d.get("profiles", ()))
+        return cls(
+            file=str(d["file"]), format=str(d["format"]), precision=str(d["precision"]), sha256=str(d["sha256"]),
+            bytes=_int_or_none(d.get("bytes")), opset=_int_or_none(d.get("opset")),
+            gpu=d.get("gpu"), tensorrt=d.get("tensorrt"), profiles=profiles,
+        )
+
+
+def _int_or_none(v: Any) -> int | None:
+    return None if v is None else int(v)
+
 
 @dataclass(frozen=True)
 class Manifest:
-    """The model contract as read from ``manifest.json``.
+    """The model contract as read from (or to be written to) ``manifest.json``.
 
     Attributes:
         styles: style names in the order of the style-weight vector.
         work_size: long side (pixels) the generator runs at.
         size_multiple: generator input sides must be multiples of this.
         input_names / output_names: tensor names in the model file.
-        model_file: file name of the model, relative to the manifest.
-        sha256: checksum of the model file.
-        precision: "fp32" or "fp16".
-        raw: the whole parsed JSON, for fields this version does not interpret.
+        artifacts: the model files, the primary one (the FP32 ONNX the SDK runs) first.
+        directory: the folder holding the manifest and the artifacts.
+        name: the model's name.
+        color_space: must be :data:`sdk.contract.COLOR_SPACE`.
+        input_dtype: dtype of the primary model's inputs.
+        extra: every other top-level field (provenance), JSON values, written back unchanged.
+        raw: the whole parsed JSON as read (empty for a manifest built in memory).
+
+    Example:
+        >>> m = load_manifest(default_model_dir())
+        >>> m.styles[0], m.precision
+        ('natural', 'fp32')
     """
 
     styles: tuple[str, ...]
@@ -37,16 +120,90 @@ class Manifest:
     size_multiple: int
     input_names: tuple[str, ...]
     output_names: tuple[str, ...]
-    model_file: str
-    sha256: str
-    precision: str
-    color_space: str
+    artifacts: tuple[Artifact, ...]
     directory: Path
+    name: str = ""
+    color_space: str = contract.COLOR_SPACE
+    input_dtype: str = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.artifacts:
+            raise ModelCorruptError(f"the manifest for {self.directory} lists no model artifacts; re-export the model with `python -m export onnx`")
+        clash = _OWNED & set(self.extra)
+        if clash:
+            raise ModelCorruptError(f"extra fields {sorted(clash)} are manifest fields; set them through Manifest's own attributes")
+        # JSON values only, so that write -> read gives an equal manifest (tuples would come back as lists).
+        object.__setattr__(self, "extra", json.loads(json.dumps(self.extra)))
+
+    @property
+    def primary(self) -> Artifact:
+        """The artifact the ONNX Runtime backends run (the first one)."""
+        return self.artifacts[0]
+
+    @property
+    def model_file(self) -> str:
+        """File name of the primary model, relative to the manifest."""
+        return self.primary.file
+
+    @property
+    def sha256(self) -> str:
+        """Checksum of the primary model file."""
+        return self.primary.sha256
+
+    @property
+    def precision(self) -> str:
+        """Precision of the primary model file (a backend may run another: see ``Pipeline.precision``)."""
+        return self.primary.precision
 
     @property
     def model_path(self) -> Path:
         return self.directory / self.model_file
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document :func:`write_manifest` writes."""
+        p = self.primary
+        top: dict[str, Any] = {"manifest_version": contract.MANIFEST_VERSION, "name": self.name, "format": p.format,
+                               "model_file": p.file, "sha256": p.sha256}
+        if p.bytes is not None:
+            top["bytes"] = p.bytes
+        if p.opset is not None:
+            top["opset"] = p.opset
+        top["precision"] = p.precision
+        return {
+            **top,
+            "color_space": {"name": self.color_space, "rgb_to_ycbcr": contract.RGB_TO_YCBCR,
+                            "ycbcr_to_rgb": contract.YCBCR_TO_RGB, **COLOR_SPACE_NOTES},
+            "styles": list(self.styles),
+            "work_size": self.work_size,
+            "size_multiple": self.size_multiple,
+            "io": {
+                "inputs": list(self.input_names),
+                "outputs": list(self.output_names),
+                "shapes": {self.input_names[0]: ["N", 1, "H", "W"], self.input_names[1]: ["N", len(self.styles)],
+                           self.output_names[0]: ["N", 3, "H", "W"]},
+                "dtype": self.input_dtype,
+            },
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            **self.extra,
+        }
+
+
+def write_manifest(manifest: Manifest) -> Path:
+    """Write ``manifest.json`` into ``manifest.directory`` atomically (temporary file, then rename).
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> write_manifest(dataclasses.replace(load_manifest(src), directory=dst))
+    """
+    path = Path(manifest.directory) / contract.MANIFEST_NAME
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def sha256_file(path: Path) -> str:
@@ -89,21 +246,31 @@ def load_manifest(model_dir: str | Path, verify: bool = True) -> Manifest:
         raise ModelCorruptError(f"{mpath} is not valid JSON ({e}); re-export the model") from e
     try:
         io = raw["io"]
+        primary = Artifact(file=str(raw["model_file"]), format=str(raw.get("format", "onnx")),
+                           precision=str(raw["precision"]), sha256=str(raw["sha256"]),
+                           bytes=_int_or_none(raw.get("bytes")), opset=_int_or_none(raw.get("opset")))
+        artifacts = tuple(Artifact.from_dict(a) for a in raw.get("artifacts", [primary.to_dict()]))
         m = Manifest(
             styles=tuple(raw["styles"]),
             work_size=int(raw["work_size"]),
             size_multiple=int(raw["size_multiple"]),
             input_names=tuple(io["inputs"]),
             output_names=tuple(io["outputs"]),
-            model_file=str(raw["model_file"]),
-            sha256=str(raw["sha256"]),
-            precision=str(raw["precision"]),
-            color_space=str(raw["color_space"]["name"]),
+            artifacts=artifacts,
             directory=d,
+            name=str(raw.get("name", "")),
+            color_space=str(raw["color_space"]["name"]),
+            input_dtype=str(io.get("dtype", "float32")),
+            extra={k: v for k, v in raw.items() if k not in _OWNED},
             raw=raw,
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ModelCorruptError(f"{mpath} lacks or mangles field {e}; re-export the model with `python -m export onnx`") from e
+    if m.primary != primary:
+        raise ModelCorruptError(
+            f"{mpath}: the top-level model_file/sha256/precision ({primary.file}, {primary.sha256[:16]}..., {primary.precision}) "
+            f"disagree with the first artifact ({m.primary.file}, {m.primary.sha256[:16]}..., {m.primary.precision}); re-export the model"
+        )
     if m.color_space != contract.COLOR_SPACE:
         raise ModelCorruptError(f"{mpath} uses colour space {m.color_space!r}; this SDK implements {contract.COLOR_SPACE!r}")
     version = raw.get("manifest_version", 0)

@@ -1,39 +1,47 @@
-"""The Pipeline: a loaded model plus a backend, with colorize / stylize / fuse."""
+"""The Pipeline: a loaded model plus a backend, composing the stages of :mod:`sdk.stages`."""
 
 from __future__ import annotations
 
 import logging
-import math
-import numbers
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Union
 
 import numpy as np
-from PIL import Image
 
-from sdk import backends, contract, processing
-from sdk.errors import InvalidArgumentError, UnknownStyleError
-from sdk.io import Decoded, ImageInput, decode, encode
+from sdk import backends, fusion, processing, stages
+from sdk.backends import Backend
+from sdk.errors import ChromaforgeError, InvalidArgumentError
+from sdk.fusion import FUSE_METHODS, fuse  # noqa: F401  (sdk.pipeline.fuse / FUSE_METHODS: older import paths)
+from sdk.io import ImageInput
 from sdk.manifest import Manifest, default_model_dir, load_manifest
-
-StyleSpec = Union[str, Mapping[str, float]]
-"""A style name (``"ukiyoe"``) or a blend of names to weights (``{"ukiyoe": .6, "rococo": .4}``)."""
-
-FUSE_METHODS = ("laplacian", "weighted", "luminance")
+from sdk.stages import Params, StyleSpec
 
 log = logging.getLogger("sdk")
+
+ON_ERROR = ("raise", "return")
 
 
 class Pipeline:
     """A model and the backend that runs it. Create once, call many times (thread-safe).
 
+    ``colorize`` and ``stylize`` are :func:`sdk.stages.prepare` -> :func:`~sdk.stages.infer` ->
+    :func:`~sdk.stages.finish`; :meth:`process` exposes that composition for a list with any
+    task and options. Close the pipeline (or use it in a ``with`` block) to free the backend's
+    session and device memory.
+
+    Naming: :attr:`backend_name` is the backend's registry name (a str) and :attr:`runner` the
+    :class:`sdk.backends.Backend` object that runs the generator. ``backend`` used to be the name
+    and reads like the object; it stays a deprecated alias of ``backend_name`` (it warns) instead
+    of becoming the object, because existing code compares ``p.backend == "onnxruntime-cpu"`` and
+    would silently get False.
+
     Args:
         model_dir: folder with ``manifest.json`` and the model; None for the bundled model.
         backend: a name from :func:`sdk.backends.names` or ``"auto"``.
         threads: intra-op threads for CPU backends and threads for the full-resolution
-            post-processing (None: ONNX Runtime's default, one per physical core; post-processing
-            uses one per core, at most 8).
+            post-processing and fusion (None: ONNX Runtime's default, one per physical core;
+            post-processing uses one per core, at most 8).
         verify: check the model file against the manifest's sha256.
 
     Raises:
@@ -41,92 +49,127 @@ class Pipeline:
         BackendUnavailableError: the requested backend cannot run here.
 
     Example:
-        >>> p = Pipeline()
-        >>> p.backend
-        'onnxruntime-cpu'
+        >>> with Pipeline(threads=2) as p:
+        ...     p.backend_name, p.precision
+        ('onnxruntime-cpu', 'fp32')
     """
 
     def __init__(self, model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, verify: bool = True) -> None:
         self.manifest: Manifest = load_manifest(model_dir if model_dir is not None else default_model_dir(), verify=verify)
-        self.runner = backends.create(backend, self.manifest, threads=threads)
+        self.runner: Backend = backends.create(backend, self.manifest, threads=threads)
         self.workers = int(threads) if threads else processing.default_workers()
         log.info("chromaforge: %s", self.runner.reason)
 
     # ------------------------------------------------------------------ info
     @property
-    def backend(self) -> str:
-        """Name of the backend in use (what ``auto`` picked)."""
+    def backend_name(self) -> str:
+        """Registry name of the backend in use (what ``auto`` picked)."""
         return self.runner.name
+
+    @property
+    def backend(self) -> str:
+        """Deprecated: the backend's name; use :attr:`backend_name` (or :attr:`runner` for the object)."""
+        warnings.warn("Pipeline.backend is deprecated: use Pipeline.backend_name for the name "
+                      "or Pipeline.runner for the backend object", DeprecationWarning, stacklevel=2)
+        return self.backend_name
 
     @property
     def backend_reason(self) -> str:
         """Why this backend was chosen."""
         return self.runner.reason
 
+    @property
+    def precision(self) -> str:
+        """The precision the backend really computes in (``"fp16"`` for TensorRT with FP16 on an
+        FP32 model); ``manifest.precision`` is the model file's."""
+        return self.runner.capabilities.precision
+
     def styles(self) -> list[str]:
         """Style names in manifest order; ``"natural"`` is plain colorization."""
         return list(self.manifest.styles)
 
     def __repr__(self) -> str:
-        return f"Pipeline(model_dir={str(self.manifest.directory)!r}, backend={self.backend!r})"
+        return f"Pipeline(model_dir={str(self.manifest.directory)!r}, backend={self.backend_name!r})"
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Free the backend's session and device memory; the pipeline cannot run afterwards."""
+        self.runner.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ styles
     def style_vector(self, style: StyleSpec, strength: float = 1.0) -> np.ndarray:
-        """Style weights [S] for a name or a blend, moved toward ``natural`` as strength drops.
+        """Style weights [S] for a name or a blend; see :func:`sdk.stages.style_vector`.
 
         Raises:
             UnknownStyleError: a name is not in the manifest.
             InvalidArgumentError: weights are negative, not finite or all zero; strength outside [0, 1].
         """
-        names = self.manifest.styles
-        if isinstance(style, str):
-            blend: Mapping[str, float] = {style: 1.0}
-        elif isinstance(style, Mapping):
-            blend = style
-        else:
-            raise InvalidArgumentError(f"style: got {type(style).__name__}; expected a name such as {names[1]!r} or a dict like {{{names[1]!r}: 0.6, {names[-1]!r}: 0.4}}")
-        vec = np.zeros(len(names), np.float32)
-        for name, w in blend.items():
-            if name not in names:
-                raise UnknownStyleError(f"unknown style {name!r}; valid styles: {', '.join(names)}")
-            if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
-                raise InvalidArgumentError(f"style weight for {name!r} is {w!r}; expected a finite number >= 0")
-            vec[names.index(name)] += float(w)
-        total = float(vec.sum())
-        if total <= 0:
-            raise InvalidArgumentError(f"style weights {dict(blend)} sum to 0; give at least one positive weight")
-        vec /= total
-        if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
-            raise InvalidArgumentError(f"strength is {strength!r}; expected a number in [0, 1] (1 = full style, 0 = natural colorization)")
-        natural = np.zeros_like(vec)
-        natural[names.index(contract.NATURAL)] = 1.0
-        return (strength * vec + (1.0 - strength) * natural).astype(np.float32)
+        return stages.style_vector(self.manifest.styles, style, strength)
 
-    # ------------------------------------------------------------------ generator
-    def _shape(self, d: Decoded) -> tuple[int, int]:
-        return processing.work_shape(*d.size, self.manifest.work_size, self.manifest.size_multiple)
+    # ------------------------------------------------------------------ stages composed
+    def process(self, images: Sequence[ImageInput], task: str = "colorize", params: Params | None = None,
+                names: Sequence[str] | None = None, on_error: str = "raise") -> list:
+        """prepare -> infer -> finish for a list: one generator call per working shape (within the
+        backend's maximum batch), results in input order.
 
-    def _generate(self, items: list[Decoded], style: np.ndarray) -> list[np.ndarray]:
-        """Run the generator on every item at its working shape; equal shapes share one batch."""
-        out: list[np.ndarray | None] = [None] * len(items)
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, d in enumerate(items):
-            groups.setdefault(self._shape(d), []).append(i)
-        for shape, idx in groups.items():
-            luma = np.stack([processing.resize_luma(items[i].luma, shape) for i in idx])[:, None]
-            styles = np.repeat(style[None], len(idx), axis=0)
-            result = self.runner.run(luma, styles)
-            for j, i in enumerate(idx):
-                out[i] = result[j]
-        return out  # type: ignore[return-value]
+        Args:
+            images: inputs of any accepted type and size.
+            task: ``"colorize"`` or ``"stylize"``.
+            params: style, strength and fusion (default: natural style, no fusion).
+            names: what to call each image in error messages (default ``image[i]``).
+            on_error: ``"raise"`` stops at the first image that cannot be read or finished;
+                ``"return"`` puts that image's :class:`~sdk.errors.ChromaforgeError` in its slot
+                and processes the rest (folder jobs collect per-file errors this way). Errors of
+                the options or the backend always raise.
+
+        Returns:
+            One result per image, in the input's type (or an exception, with ``on_error="return"``).
+
+        Raises:
+            InvalidArgumentError, UnknownStyleError: bad task or options.
+            InvalidImageError, ImageFormatError: an image cannot be read (``on_error="raise"``).
+
+        Example:
+            >>> outs = p.process([a, b], "stylize", Params({"ukiyoe": .6, "rococo": .4}, strength=0.8))
+        """
+        if on_error not in ON_ERROR:
+            raise InvalidArgumentError(f"on_error is {on_error!r}; expected one of {ON_ERROR}")
+        params = params if params is not None else Params()
+        labels = list(names) if names is not None else [f"image[{i}]" for i in range(len(images))]
+        results: list = [None] * len(images)
+        jobs: list[tuple[int, stages.Job]] = []
+        stages.check_options(task, params, self.manifest)  # options fail first, whatever on_error
+        for i, image in enumerate(images):
+            try:
+                jobs.append((i, stages.prepare(image, task, params, self.manifest, labels[i])))
+            except ChromaforgeError as e:
+                if on_error == "raise":
+                    raise
+                results[i] = e
+        outputs = stages.infer(self.runner, [job for _, job in jobs])
+        for (i, job), out in zip(jobs, outputs):
+            try:
+                results[i] = stages.finish(job, out, self.workers)
+            except ChromaforgeError as e:
+                if on_error == "raise":
+                    raise
+                results[i] = e
+        return results
 
     @staticmethod
-    def _decode_all(images: ImageInput | Sequence[ImageInput]) -> tuple[list[Decoded], bool]:
+    def _as_list(images: ImageInput | Sequence[ImageInput]) -> tuple[list, list[str], bool]:
+        """(images, their names in messages, whether a list came in)."""
         if isinstance(images, (list, tuple)):
             if not images:
                 raise InvalidArgumentError("got an empty list of images; pass at least one")
-            return [decode(im, f"image[{i}]") for i, im in enumerate(images)], True
-        return [decode(images)], False
+            return list(images), [f"image[{i}]" for i in range(len(images))], True
+        return [images], ["image"], False
 
     # ------------------------------------------------------------------ public
     def colorize(self, image: ImageInput | Sequence[ImageInput]):
@@ -146,12 +189,8 @@ class Pipeline:
             >>> rgb.shape
             (64, 64, 3)
         """
-        items, many = self._decode_all(image)
-        style = self.style_vector(contract.NATURAL)
-        results = [
-            encode(processing.colour_onto_luma(d.luma, y[1:], self.workers), d)
-            for d, y in zip(items, self._generate(items, style))
-        ]
+        items, names, many = self._as_list(image)
+        results = self.process(items, "colorize", Params(), names)
         return results if many else results[0]
 
     def stylize(self, image: ImageInput | Sequence[ImageInput], style: StyleSpec = "ukiyoe", strength: float = 1.0):
@@ -173,66 +212,17 @@ class Pipeline:
         Example:
             >>> out = Pipeline().stylize(np.zeros((64, 64, 3), np.uint8), {"ukiyoe": .6, "rococo": .4})
         """
-        vec = self.style_vector(style, strength)
-        items, many = self._decode_all(image)
-        results = [
-            encode(processing.ycbcr_small_to_rgb(y, d.size, self.workers), d)
-            for d, y in zip(items, self._generate(items, vec))
-        ]
+        params = Params(style, strength)
+        self.style_vector(style, strength)  # a bad style fails before an empty list or a bad image
+        items, names, many = self._as_list(image)
+        results = self.process(items, "stylize", params, names)
         return results if many else results[0]
 
-def fuse(
-    content: ImageInput,
-    stylized: ImageInput,
-    method: str = "laplacian",
-    detail: float = 0.7,
-    detail_levels: int = 2,
-    levels: int = 5,
-    weight: float = 0.5,
-):
-    """Blend a stylized image with its original.
+    def fuse(self, content: ImageInput, stylized: ImageInput, method: str = "laplacian", detail: float = 0.7,
+             detail_levels: int = 2, levels: int = 5, weight: float = 0.5):
+        """:func:`sdk.fuse` on this pipeline's ``threads`` (fusion needs no model).
 
-    Methods:
-        ``laplacian``: Laplacian-pyramid fusion; the ``detail_levels`` finest bands take
-        ``detail`` of the content's detail (1 = all of it), the rest come from the stylized image.
-        ``weighted``: per-pixel ``weight * stylized + (1 - weight) * content``.
-        ``luminance``: the stylized colour on the content's luminance, ``weight`` scaling the colour.
-
-    Args:
-        content: the original image; the result has its size and type (and its alpha).
-        stylized: the stylized image; resized to the content's size if it differs.
-        detail, detail_levels, levels: Laplacian parameters (detail in [0, 1], levels >= 1).
-        weight: for ``weighted`` and ``luminance``, in [0, 1].
-
-    Raises:
-        InvalidArgumentError: unknown method or parameter out of range.
-        InvalidImageError, ImageFormatError: an input cannot be read.
-
-    Example:
-        >>> out = fuse(photo, sdk.stylize(photo, "pointillism"), method="laplacian", detail=1.0)
-    """
-    if method not in FUSE_METHODS:
-        raise InvalidArgumentError(f"unknown fusion method {method!r}; expected one of {FUSE_METHODS}")
-    for name, v in (("detail", detail), ("weight", weight)):
-        if not isinstance(v, numbers.Real) or not 0.0 <= v <= 1.0:
-            raise InvalidArgumentError(f"{name} is {v!r}; expected a number in [0, 1]")
-    for name, v in (("detail_levels", detail_levels), ("levels", levels)):
-        if not isinstance(v, numbers.Integral) or v < 1:
-            raise InvalidArgumentError(f"{name} is {v!r}; expected an integer >= 1")
-    c = decode(content, "content")
-    s = decode(stylized, "stylized")
-    c_rgb = c.rgb_or_gray()
-    s_rgb = s.rgb_or_gray()
-    if s_rgb.shape != c_rgb.shape:
-        s_rgb = np.asarray(Image.fromarray(s_rgb, "RGB").resize((c.size[1], c.size[0]), Image.BILINEAR))
-    if method == "laplacian":
-        out = processing.fuse_laplacian(c_rgb, s_rgb, detail, detail_levels, levels)
-    elif method == "weighted":
-        out = processing.fuse_weighted(c_rgb, s_rgb, weight)
-    else:
-        out = processing.fuse_luminance(c_rgb, s_rgb, weight)
-    return encode(out, c)
-
-
-# Fusion needs no model: ``Pipeline.fuse`` is the module-level function, same signature and docs.
-Pipeline.fuse = staticmethod(fuse)  # type: ignore[method-assign]
+        Example:
+            >>> out = p.fuse(photo, p.stylize(photo, "pointillism"), method="laplacian", detail=1.0)
+        """
+        return fusion.fuse(content, stylized, method, detail, detail_levels, levels, weight, workers=self.workers)

@@ -1,7 +1,7 @@
 """Pre- and post-processing around the generator, and image fusion.
 
 Full resolution at bounded cost: the generator always runs at the working resolution (long side
-``work_size``, sides multiples of 16); only cheap, linear steps touch full-resolution pixels:
+``work_size``, sides multiples of the manifest's ``size_multiple``); only cheap, linear steps touch full-resolution pixels:
 
 - colorize: the predicted chroma (Cb, Cr) is upsampled bilinearly and put on the input's own
   full-resolution luminance with one 3x3 matrix (YCbCr -> RGB), so edges stay as sharp as the

@@ -78,7 +78,7 @@ def test_availability_reports_cpu():
 def test_auto_picks_cpu_and_says_why(tiny_model_dir):
     """auto picks onnxruntime-cpu here; backend_reason says auto picked it and what it skipped."""
     p = sdk.load(tiny_model_dir, threads=1)
-    assert p.backend == "onnxruntime-cpu"
+    assert p.backend_name == "onnxruntime-cpu"
     assert p.backend_reason.startswith("auto picked onnxruntime-cpu")
     assert "skipped" in p.backend_reason and "onnxruntime-cuda" in p.backend_reason
     assert "onnxruntime-cpu" in repr(p)
@@ -86,7 +86,7 @@ def test_auto_picks_cpu_and_says_why(tiny_model_dir):
 
 def test_explicit_backend_reason(tiny_pipeline):
     """An explicitly requested backend says so in backend_reason."""
-    assert tiny_pipeline.backend == "onnxruntime-cpu"
+    assert tiny_pipeline.backend_name == "onnxruntime-cpu"
     assert "requested explicitly" in tiny_pipeline.backend_reason
 
 

@@ -15,10 +15,10 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sdk import contract
+from sdk.io import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 GRAY_CHROMA_STD = 0.012
 """An image whose Cb and Cr standard deviations are both below this (on [0,1] RGB) counts as grey."""
 

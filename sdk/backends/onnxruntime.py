@@ -2,7 +2,10 @@
 
 One :class:`ORTBackend` class, registered under three names. A GPU provider is checked after
 the session is created: ONNX Runtime silently falls back to CPU when a provider fails to load, so
-the backend raises instead of pretending.
+the backend raises instead of pretending. Its :class:`~sdk.backends.Capabilities`: the model
+file's input dtype, no batch limit, any shape that is a multiple of the manifest's
+``size_multiple``, and the precision really run: the manifest's, except on the TensorRT
+provider with ``trt_fp16_enable`` (the default here), which runs FP16.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from sdk.backends import BackendSpec, register
+from sdk.backends import Backend, BackendSpec, Capabilities, register
 from sdk.errors import BackendUnavailableError, ModelCorruptError
 from sdk.manifest import Manifest
 
@@ -24,14 +27,25 @@ PROVIDERS = {
 }
 
 
-class ORTBackend:
-    """Runs the model with one ONNX Runtime session, created once and reused.
+_ORT_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16"}
+
+
+class ORTBackend(Backend):
+    """Runs the model with one ONNX Runtime session, created once and reused until :meth:`close`.
 
     Args:
         manifest: the model's manifest.
         provider: ONNX Runtime execution provider name.
         threads: intra-op threads (None: ONNX Runtime's default, one per physical core).
         provider_options: options for the provider (e.g. TensorRT's ``trt_fp16_enable``).
+
+    Raises:
+        ModelCorruptError: ONNX Runtime cannot load the model file.
+        BackendUnavailableError: the session does not run on the requested provider.
+
+    Example:
+        >>> with ORTBackend(manifest, "CPUExecutionProvider", threads=2) as backend:
+        ...     ycbcr = backend.run(luma, style)
     """
 
     def __init__(self, manifest: Manifest, provider: str, threads: int | None = None, provider_options: dict | None = None) -> None:
@@ -52,7 +66,7 @@ class ORTBackend:
         providers: list = [(provider, provider_options or {})] if provider != "CPUExecutionProvider" else []
         providers.append("CPUExecutionProvider")
         try:
-            self.session = ort.InferenceSession(str(manifest.model_path), so, providers=providers)
+            self.session: ort.InferenceSession | None = ort.InferenceSession(str(manifest.model_path), so, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for bad files
             raise ModelCorruptError(f"ONNX Runtime could not load {manifest.model_path}: {e}") from e
         got = self.session.get_providers()
@@ -64,10 +78,54 @@ class ORTBackend:
         self.threads = so.intra_op_num_threads or os.cpu_count() or 1
         self.input_names = manifest.input_names
         self.output_names = list(manifest.output_names)
+        self.capabilities = Capabilities(
+            input_dtype=_ORT_DTYPES.get(self.session.get_inputs()[0].type, "float32"),
+            precision=provider_precision(provider, provider_options or {}, manifest.precision),
+            multiple=manifest.size_multiple,
+            min_shape=(manifest.size_multiple, manifest.size_multiple),
+        )
 
     def run(self, luma: np.ndarray, style: np.ndarray) -> np.ndarray:
+        """See :meth:`sdk.backends.Backend.run`.
+
+        Raises:
+            BackendUnavailableError: the backend was closed.
+        """
+        session = self.session
+        if session is None:
+            raise BackendUnavailableError(f"the {self.name} backend was closed; create a new one (sdk.load) to run again")
         feeds = {self.input_names[0]: luma, self.input_names[1]: style}
-        return self.session.run(self.output_names, feeds)[0]
+        return session.run(self.output_names, feeds)[0]
+
+    def close(self) -> None:
+        """Drop the ONNX Runtime session, freeing its memory (and device memory on a GPU provider)."""
+        self.session = None
+        super().close()
+
+
+def provider_precision(provider: str, options: dict, model_precision: str) -> str:
+    """The precision a provider really runs a model in: ``"fp16"`` for TensorRT with
+    ``trt_fp16_enable``, otherwise the model file's.
+
+    Example:
+        >>> provider_precision("TensorrtExecutionProvider", {"trt_fp16_enable": True}, "fp32")
+        'fp16'
+    """
+    fp16 = str(options.get("trt_fp16_enable", False)).lower() in ("true", "1")
+    return "fp16" if provider == "TensorrtExecutionProvider" and fp16 else model_precision
+
+
+def provider_options(provider: str, manifest: Manifest, **overrides) -> dict:
+    """Options the registry passes to a provider: for TensorRT, FP16 and an engine cache per model
+    checksum outside the (possibly read-only) package, under ``$CHROMAFORGE_CACHE`` (default
+    ``~/.cache/chromaforge``); ``overrides`` win."""
+    if provider != "TensorrtExecutionProvider":
+        return dict(overrides)
+    root = Path(os.environ.get("CHROMAFORGE_CACHE", Path.home() / ".cache" / "chromaforge"))
+    cache = root / "trt" / manifest.sha256[:16]
+    cache.mkdir(parents=True, exist_ok=True)
+    return {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True, **overrides}
 
 
 def _available(provider: str) -> tuple[bool, str]:
@@ -80,15 +138,7 @@ def _available(provider: str) -> tuple[bool, str]:
 
 def _factory(provider: str):
     def create(manifest: Manifest, threads: int | None = None, **options) -> ORTBackend:
-        opts = dict(options)
-        if provider == "TensorrtExecutionProvider":
-            # Engines are cached per model checksum outside the (possibly read-only) package.
-            root = Path(os.environ.get("CHROMAFORGE_CACHE", Path.home() / ".cache" / "chromaforge"))
-            cache = root / "trt" / manifest.sha256[:16]
-            cache.mkdir(parents=True, exist_ok=True)
-            opts = {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
-                    "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True, **opts}
-        return ORTBackend(manifest, provider, threads=threads, provider_options=opts)
+        return ORTBackend(manifest, provider, threads=threads, provider_options=provider_options(provider, manifest, **options))
 
     return create
 

@@ -1,0 +1,235 @@
+"""The pipeline in three stages: prepare -> infer -> finish.
+
+Each image becomes a :class:`Job` (:func:`prepare`: decode, working shape, luminance at that shape,
+the job's own style vector). :func:`infer` runs the generator for any list of jobs on a backend,
+adapting them to what the backend declares (:class:`sdk.backends.Capabilities`): jobs are grouped
+by the shape they run at, so different sizes that share a working shape or a bucket, and different
+styles, share one call; groups are split by the backend's maximum batch; luminance is padded to a
+bucket (replicate padding) and the output cropped back; inputs are cast to the backend's dtype.
+:func:`finish` turns a job's generator output into the result at the input's full resolution
+(colour onto the input's own luminance, or the stylized image; fusion if asked) in the input's type.
+
+:class:`sdk.Pipeline` composes the three; a batching server, video (which smooths chroma between
+:func:`infer` and :func:`finish`) and distributed jobs (a :class:`Job` pickles) call them directly.
+
+Example:
+    >>> p = sdk.load()
+    >>> jobs = [prepare(a, "colorize", Params(), p.manifest), prepare(b, "stylize", Params("ukiyoe"), p.manifest)]
+    >>> results = [finish(j, out, p.workers) for j, out in zip(jobs, infer(p.runner, jobs))]
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Union
+
+import numpy as np
+
+from sdk import contract, processing
+from sdk.backends import Backend
+from sdk.errors import BackendUnavailableError, InvalidArgumentError, UnknownStyleError
+from sdk.fusion import FuseParams, fuse_rgb
+from sdk.io import Decoded, ImageInput, decode, encode
+from sdk.manifest import Manifest
+
+StyleSpec = Union[str, Mapping[str, float]]
+"""A style name (``"ukiyoe"``) or a blend of names to weights (``{"ukiyoe": .6, "rococo": .4}``)."""
+
+TASKS = ("colorize", "stylize")
+"""``colorize``: the predicted colour on the input's own full-resolution luminance (natural style).
+``stylize``: the generator's whole YCbCr output, upsampled to the input's size."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """Options of one job.
+
+    Args:
+        style: a style name or a blend; ``colorize`` takes only ``"natural"``.
+        strength: 1 for the full style; lower values move toward natural colorization.
+        fusion: blend the result with the input (:class:`sdk.fusion.FuseParams`); None for none.
+
+    Example:
+        >>> Params("ukiyoe", strength=0.8, fusion=FuseParams("laplacian", detail=0.8))
+    """
+
+    style: StyleSpec = contract.NATURAL
+    strength: float = 1.0
+    fusion: FuseParams | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image prepared for the generator.
+
+    Attributes:
+        task: one of :data:`TASKS`.
+        source: the decoded input (full-resolution pixels, alpha, and how to return the result).
+        shape: working shape (h, w) the generator runs at (before any bucket padding).
+        luma: float32 [h, w] luminance in [0, 1] at ``shape``.
+        style: float32 [S] style weights, summing to 1.
+        fusion: fusion applied by :func:`finish`, or None.
+    """
+
+    task: str
+    source: Decoded
+    shape: tuple[int, int]
+    luma: np.ndarray
+    style: np.ndarray
+    fusion: FuseParams | None = None
+
+
+def style_vector(styles: Sequence[str], style: StyleSpec, strength: float = 1.0) -> np.ndarray:
+    """Style weights [S] for a name or a blend, moved toward ``natural`` as strength drops.
+
+    Args:
+        styles: the model's style names, in manifest order.
+        style: a name or a dict of names to weights (normalised to sum 1).
+        strength: in [0, 1].
+
+    Raises:
+        UnknownStyleError: a name is not in ``styles``.
+        InvalidArgumentError: weights are negative, not finite or all zero; strength outside [0, 1].
+
+    Example:
+        >>> style_vector(("natural", "ukiyoe"), "ukiyoe", 0.25)
+        array([0.75, 0.25], dtype=float32)
+    """
+    names = tuple(styles)
+    if isinstance(style, str):
+        blend: Mapping[str, float] = {style: 1.0}
+    elif isinstance(style, Mapping):
+        blend = style
+    else:
+        raise InvalidArgumentError(f"style: got {type(style).__name__}; expected a name such as {names[1]!r} or a dict like {{{names[1]!r}: 0.6, {names[-1]!r}: 0.4}}")
+    vec = np.zeros(len(names), np.float32)
+    for name, w in blend.items():
+        if name not in names:
+            raise UnknownStyleError(f"unknown style {name!r}; valid styles: {', '.join(names)}")
+        if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
+            raise InvalidArgumentError(f"style weight for {name!r} is {w!r}; expected a finite number >= 0")
+        vec[names.index(name)] += float(w)
+    total = float(vec.sum())
+    if total <= 0:
+        raise InvalidArgumentError(f"style weights {dict(blend)} sum to 0; give at least one positive weight")
+    vec /= total
+    if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
+        raise InvalidArgumentError(f"strength is {strength!r}; expected a number in [0, 1] (1 = full style, 0 = natural colorization)")
+    natural = np.zeros_like(vec)
+    natural[names.index(contract.NATURAL)] = 1.0
+    return (strength * vec + (1.0 - strength) * natural).astype(np.float32)
+
+
+def check_options(task: str, params: Params, manifest: Manifest) -> np.ndarray:
+    """Check a task and its options against the model; returns the style vector [S].
+
+    Raises:
+        InvalidArgumentError: unknown task, a style given to ``colorize``, bad weights or strength.
+        UnknownStyleError: a style name is not in the manifest.
+    """
+    if task not in TASKS:
+        raise InvalidArgumentError(f"unknown task {task!r}; expected one of {TASKS}")
+    if task == "colorize" and params.style != contract.NATURAL:
+        raise InvalidArgumentError(f"colorize runs the {contract.NATURAL!r} style, got style {params.style!r}; use task 'stylize' for another style")
+    return style_vector(manifest.styles, params.style, params.strength)
+
+
+def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, name: str = "image") -> Job:
+    """Stage 1: decode ``image`` and bring it to the generator's working shape.
+
+    The style is checked before the image is decoded, so a bad option fails before any I/O.
+
+    Args:
+        image: any input :mod:`sdk.io` accepts.
+        task: ``"colorize"`` or ``"stylize"``.
+        params: style, strength and fusion of this job.
+        manifest: the model's manifest (styles, working size, size multiple).
+        name: what to call the image in error messages.
+
+    Returns:
+        A :class:`Job`; it holds no reference to a backend.
+
+    Raises:
+        InvalidArgumentError: unknown task, a style given to ``colorize``, bad weights or strength.
+        UnknownStyleError: a style name is not in the manifest.
+        InvalidImageError, ImageFormatError: the input cannot be read.
+    """
+    style = check_options(task, params, manifest)
+    source = decode(image, name)
+    shape = processing.work_shape(*source.size, manifest.work_size, manifest.size_multiple)
+    return Job(task, source, shape, processing.resize_luma(source.luma, shape), style, params.fusion)
+
+
+def _pad(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``plane`` padded bottom and right to ``shape`` by repeating its edge pixels."""
+    dh, dw = shape[0] - plane.shape[0], shape[1] - plane.shape[1]
+    return np.pad(plane, ((0, dh), (0, dw)), mode="edge") if dh or dw else plane
+
+
+def infer(backend: Backend, jobs: Sequence[Job]) -> list[np.ndarray]:
+    """Stage 2: run the generator for every job, in as few backend calls as its limits allow.
+
+    Jobs are grouped by the shape they run at (:meth:`Capabilities.run_shape
+    <sdk.backends.Capabilities.run_shape>`: the working shape, or the bucket it pads to), whatever
+    their styles or input sizes; each group is split into runs of at most ``max_batch``.
+
+    Args:
+        backend: a :class:`sdk.backends.Backend`.
+        jobs: from :func:`prepare`, in any mix of tasks, styles and sizes.
+
+    Returns:
+        Per job, in order, the generator output float32 [3, h, w] at the job's working shape.
+
+    Raises:
+        BackendUnavailableError: a working shape is outside what the backend accepts, the backend
+            was closed, or it returned an array of the wrong shape.
+    """
+    caps = backend.capabilities
+    dtype = np.dtype(caps.input_dtype)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(caps.run_shape(job.shape), []).append(i)
+    outputs: list[np.ndarray] = [np.empty(0)] * len(jobs)
+    for shape, members in groups.items():
+        for part in caps.batches(len(members)):
+            idx = members[part]
+            luma = np.stack([_pad(jobs[i].luma, shape) for i in idx])[:, None].astype(dtype, copy=False)
+            style = np.stack([jobs[i].style for i in idx]).astype(dtype, copy=False)
+            result = np.asarray(backend.run(luma, style))
+            if result.shape != (len(idx), 3) + shape:
+                raise BackendUnavailableError(
+                    f"backend {backend.name!r} returned shape {result.shape} for input {luma.shape}; "
+                    f"expected {(len(idx), 3) + shape} (see sdk.backends.Backend.run)"
+                )
+            result = result.astype(np.float32, copy=False)
+            for j, i in enumerate(idx):
+                h, w = jobs[i].shape
+                outputs[i] = result[j, :, :h, :w]
+    return outputs
+
+
+def finish(job: Job, output: np.ndarray, workers: int | None = None):
+    """Stage 3: a job's generator output -> the result at the input's full size, in its type.
+
+    Args:
+        job: from :func:`prepare`.
+        output: float32 [3, h, w] at ``job.shape`` (from :func:`infer`, possibly post-processed,
+            e.g. temporally smoothed chroma in video).
+        workers: threads for the tiled full-resolution steps (None: one per core, at most 8).
+
+    Returns:
+        colorize: the predicted Cb, Cr upsampled onto the input's own luminance; stylize: the
+        YCbCr output upsampled; then fused with the input if ``job.fusion`` is set. Returned in
+        the input's type (:func:`sdk.io.encode`), with its alpha.
+    """
+    source = job.source
+    if job.task == "colorize":
+        rgb = processing.colour_onto_luma(source.luma, output[1:], workers)
+    else:
+        rgb = processing.ycbcr_small_to_rgb(output, source.size, workers)
+    if job.fusion is not None:
+        rgb = fuse_rgb(source.rgb_or_gray(), rgb, job.fusion, workers)
+    return encode(rgb, source)
