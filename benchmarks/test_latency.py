@@ -116,9 +116,7 @@ def torch_generator(cpu_pipeline):
     torch = pytest.importorskip("torch", reason="the PyTorch reference needs torch (pip install 'chromaforge[train]')")
     from training.model import Generator, GeneratorConfig
 
-    g = dict(cpu_pipeline.manifest.raw["generator"])
-    cfg = GeneratorConfig(widths=tuple(g["widths"]), n_res=g["n_res"], n_styles=g["n_styles"],
-                          attention=g["attention"], padding=g["padding"], upsample=g.get("upsample", "nearest"))
+    cfg = GeneratorConfig.from_dict(cpu_pipeline.manifest.raw["generator"])
     torch.set_num_threads(threads() or getattr(cpu_pipeline.runner, "threads", 2))
     return torch, Generator(cfg).eval()
 

@@ -24,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--work-size", type=int, default=ExportConfig.work_size)
     o.add_argument("--name", default="chromaforge")
     o.add_argument("--force", action="store_true", help="replace a model already in --out")
+    o.add_argument("--style-checkpoint", default="", help="last.pt of a style-only run (--no-colour) to join with --checkpoint's colour")
     o.add_argument("--temperature", type=float, default=0.0,
                    help="colour read-out temperature baked into the graph (0: the checkpoint's; lower = more colourful)")
     sub.add_parser("trt", help="build an FP16 TensorRT engine (not in this release)")

@@ -50,6 +50,8 @@ class ExportConfig:
         force: replace an existing model in ``out``.
         temperature: annealed-mean temperature of the colour read-out baked into the graph
             (0 keeps the checkpoint's; choose it on validation photos, lower = more colourful).
+        style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
+            encoder and colour decoder ("" = the checkpoint's own style branch).
     """
 
     checkpoint: str
@@ -63,6 +65,7 @@ class ExportConfig:
     name: str = "chromaforge"
     force: bool = False
     temperature: float = 0.0
+    style_checkpoint: str = ""
 
 
 ENCODER_ATTRIBUTION = (
@@ -72,31 +75,65 @@ ENCODER_ATTRIBUTION = (
 )
 
 
-def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0):
-    """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
-
-    ``temperature`` > 0 replaces the colour read-out's annealed-mean temperature.
-    """
+def _read_checkpoint(path: str | Path) -> dict:
     import torch
 
-    from training.model import Generator, GeneratorConfig
-
-    path = Path(checkpoint)
+    path = Path(path)
     if not path.is_file():
         raise ExportError(f"checkpoint {path} does not exist; expected a last.pt written by `python -m training`")
     ck = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(ck, dict) or "generator" not in ck or "G" not in ck:
         raise ExportError(f"{path} is not a chromaforge training checkpoint (no 'generator'/'G' entries)")
-    gcfg = dict(ck["generator"])
-    gcfg["widths"] = tuple(gcfg["widths"])
+    return ck
+
+
+def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None):
+    """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
+
+    Args:
+        checkpoint: ``last.pt`` of a run (colour, style, or both).
+        use_ema: take the EMA weights.
+        temperature: > 0 replaces the colour read-out's annealed-mean temperature.
+        style_checkpoint: a style-only run (``--no-colour``) whose style branch replaces the
+            checkpoint's: colour and style share only the frozen encoder, so two runs join.
+
+    Raises:
+        ExportError: a missing or foreign checkpoint, or one of an older generator design.
+    """
+    import torch
+
+    from training.model import STYLE_PREFIX, Generator, GeneratorConfig
+
+    path = Path(checkpoint)
+    ck = _read_checkpoint(path)
+    try:
+        gcfg = dataclasses.asdict(GeneratorConfig.from_dict(ck["generator"]))
+    except ValueError as e:
+        raise ExportError(f"{path} was written by an older generator design ({e}); "
+                          "export it with the chromaforge release that trained it, or retrain") from None
     if temperature > 0:
         gcfg["temperature"] = temperature
-    known = {f.name for f in dataclasses.fields(GeneratorConfig)}
-    if set(gcfg) - known:
-        raise ExportError(f"{path} was written by an older generator design (fields {sorted(set(gcfg) - known)}); "
-                          "export it with the chromaforge release that trained it, or retrain")
+    key = "G_ema" if use_ema else "G"
+    weights = ck[key]
+    if style_checkpoint is not None:
+        sk = _read_checkpoint(style_checkpoint)
+        gcfg["widths"] = gcfg["widths"][:3] + tuple(sk["generator"]["widths"][3:])
+        gcfg["style_widths"] = tuple(sk["generator"].get("style_widths", GeneratorConfig.style_widths))
+        if any(not torch.equal(v, sk[key][k]) for k, v in weights.items() if k.startswith("encoder.") and k in sk[key]):
+            raise ExportError(f"{path} and {style_checkpoint} were trained on different encoder weights; the style branch "
+                              "reads the encoder's features, so both runs must use the same (frozen) encoder")
+        weights = {k: v for k, v in weights.items() if not k.startswith(STYLE_PREFIX)}
+        weights.update({k: v for k, v in sk[key].items() if k.startswith(STYLE_PREFIX)})
+        ck = {**ck, "style_checkpoint": {"path": str(style_checkpoint), "step": sk.get("step"), "config": sk.get("config", {})}}
     G = Generator(GeneratorConfig(**gcfg))
-    G.load_state_dict(ck["G_ema" if use_ema else "G"])
+    own = G.state_dict()
+    if style_checkpoint is not None:  # the colour run may carry an older style branch: keep what this design has
+        weights = {k: v for k, v in weights.items() if k in own}
+    try:
+        G.load_state_dict(weights)
+    except RuntimeError as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])[:400]
+        raise ExportError(f"{path} does not fit this generator design: {detail}") from None
     return G.eval(), ck
 
 
@@ -171,7 +208,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     manifest_path = out / contract.MANIFEST_NAME
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
-    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature)
+    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None)
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 
@@ -248,6 +285,7 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
                 "batch": train_cfg.get("batch"),
                 "photos": train_cfg.get("photos"),
                 "styles_root": train_cfg.get("styles_root"),
+                "style_run": {k: v for k, v in ck.get("style_checkpoint", {}).items() if k != "config"} or None,
             },
             "parity": {**report, "tolerance": cfg.tolerance},
             "versions": {"chromaforge": sdk.__version__, "torch": torch_v, "onnx": onnx_v, "onnxruntime": ort_v, "onnxslim": slim_v},

@@ -129,3 +129,27 @@ def test_old_generator_design_is_refused(tiny_checkpoint: Path, tmp_path: Path):
     torch.save(ck, tmp_path / "old.pt")
     with pytest.raises(ExportError, match="older generator design"):
         load_generator(tmp_path / "old.pt")
+
+
+def test_colour_and_style_runs_join(tmp_path: Path):
+    """--style-checkpoint: natural output comes from the colour run, full style from the style run."""
+    colour = make_checkpoint(tmp_path / "colour.pt", seed=3)
+    style = make_checkpoint(tmp_path / "style.pt", seed=4)
+    with pytest.raises(ExportError, match="different encoder"):
+        load_generator(colour, style_checkpoint=style)
+    ck_c, ck_s = torch.load(colour, weights_only=False), torch.load(style, weights_only=False)
+    for name in ("G", "G_ema"):  # as in real runs: both start from the same frozen encoder
+        ck_s[name].update({k: v for k, v in ck_c[name].items() if k.startswith("encoder.")})
+    torch.save(ck_s, style)
+    G, ck = load_generator(colour, style_checkpoint=style)
+    Gc, _ = load_generator(colour)
+    Gs, _ = load_generator(style)
+    luma = torch.rand(1, 1, 64, 96)
+    nat, ukiyoe = torch.eye(5)[[0]], torch.eye(5)[[1]]
+    with torch.no_grad():
+        assert torch.equal(G(luma, nat), Gc(luma, nat))
+        assert torch.equal(G(luma, ukiyoe), Gs(luma, ukiyoe))
+        assert not torch.allclose(G(luma, ukiyoe), Gc(luma, ukiyoe))
+    assert ck["style_checkpoint"]["path"] == str(style)
+    manifest = export_onnx(ExportConfig(checkpoint=str(colour), style_checkpoint=str(style), out=str(tmp_path / "joined"), simplify=False))
+    assert manifest["training"]["style_run"]["path"] == str(style)

@@ -63,7 +63,7 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
         "baseline_grey": {"psnr": round(m[3], 3), "ssim": round(m[4], 4), "colourfulness": 0.0,
                           "abs_dcf": round(m[5], 2), "auc": round(m[8], 2)},
         "ground_truth": {"colourfulness": round(m[5], 2)},
-        "backend": pipe.backend,
+        "backend": pipe.backend_name,
         "seconds": round(time.perf_counter() - t0, 1),
     }
 

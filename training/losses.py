@@ -49,9 +49,18 @@ class VGGFeatures(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
+    BORDER = 16
+    """Pixels of reflection padding added before, and cropped (at each layer's scale) after, the
+    network: VGG's own zero padding makes border features special, and a Gram loss then teaches
+    the generator bright frames around the image."""
+
     def forward(self, rgb: torch.Tensor) -> list[torch.Tensor]:
         x = rgb.flip(1) if self.bgr else rgb
-        x = x * 255.0 - self.mean
+        x = F.pad(x * 255.0 - self.mean, (self.BORDER,) * 4, mode="reflect")
+        feats = self._layers(x)
+        return [f[..., self.BORDER // k : -(self.BORDER // k), self.BORDER // k : -(self.BORDER // k)] for f, k in zip(feats, (1, 2, 4))]
+
+    def _layers(self, x: torch.Tensor) -> list[torch.Tensor]:
         c = self.convs
         r11 = F.relu(c["0"](x))
         h = F.relu(c["2"](r11))

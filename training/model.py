@@ -14,9 +14,14 @@ full-range YCbCr (see :mod:`sdk.contract`).
   ``softmax(logits / T) @ bin_centres`` (Zhang et al. 2016) inside the graph, so the model still
   outputs chroma. Classification with class rebalancing avoids the sepia mean that L1 regression
   gives; ``T`` trades colourfulness against safety (1 = mean, to 0 = mode).
-- **Style branch** (strides 2 and 1, with the input luminance concatenated for full-resolution
-  detail): a residual on Y and CbCr that paints brushwork. It is scaled by ``1 - s_natural``, so
-  natural colorization is exactly the colour head, and ``strength`` blends toward it linearly.
+- **Style branch**: its own small decoder from the encoder's stride-8 and stride-4 features (with
+  the style weights as constant planes) up to full working resolution (with the input luminance
+  concatenated for detail), ending in one output layer per style mixed by the style weights. It
+  paints Y (a residual on the input luminance) and CbCr. The output is
+  ``(1 - g) * natural + g * styled`` with ``g = 1 - s_natural``: natural colorization is exactly
+  the colour head, full style is exactly the style branch, and ``strength`` blends linearly.
+  Colour and style share only the frozen encoder, so they train as separate runs (in parallel)
+  and ``python -m export onnx --style-checkpoint`` joins them.
 
 Layout (working resolution H x W, both multiples of 32)::
 
@@ -24,14 +29,17 @@ Layout (working resolution H x W, both multiples of 32)::
     f32 -> lat32 [N,c16,H/32] (-> multi-modal attention, optional)
         -> up16 [N,c16,H/16] + lat16(f16) -> up8 [N,c8,H/8] + lat8(f8) -> up4 [N,c4,H/4] + lat4(f4)
     colour: colour_head [N,Q,H/4] -> annealed mean [N,2,H/4] -> bilinear x4 [N,2,H,W]
-    style:  cat(h, style planes) -> up2 [N,c2,H/2] -> cat(upsample, luma) -> up1 [N,c1,H,W] -> style_head [N,3,H,W]
-    out = (luma + g * tanh(dY), CbCr + g * tanh(dC) / 2), g = 1 - s_natural, clamped to the gamut box
+    style:  cat(f8, style planes) -> style_in [N,s8,H/8] -> style_up4 [N,s4,H/4] + style_lat4(f4)
+        -> style_up2 [N,c2,H/2] -> cat(upsample, luma) -> style_up1 [N,c1,H,W]
+        -> style_head [N,3*S,H,W] -> sum_k s_k * head_k = (dY, C) [N,3,H,W]
+    out = (1 - g) * (luma, CbCr) + g * (luma + tanh(dY), tanh(C) / 2), g = 1 - s_natural, clamped
 
 Decoders upsample then convolve (no transposed convolutions, no checkerboards).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +75,8 @@ class GeneratorConfig:
     """Sizes of the generator.
 
     Args:
-        widths: decoder channels at 1/16, 1/8, 1/4, 1/2 and 1/1 of the working resolution.
+        widths: colour decoder channels at 1/16, 1/8, 1/4, then the style branch's at 1/2 and 1/1.
+        style_widths: the style branch's channels at 1/8 and 1/4.
         n_styles: length of the style-weight vector.
         attention: include the multi-modal attention block at the 1/32 bottleneck (see the model
             card's ablation).
@@ -79,12 +88,26 @@ class GeneratorConfig:
     """
 
     widths: tuple[int, int, int, int, int] = (128, 64, 48, 32, 16)
+    style_widths: tuple[int, int] = (32, 24)
     n_styles: int = len(contract.STYLES)
     attention: bool = False
     padding: str = "replicate"
     upsample: str = "bilinear"
     bin_step: float = 0.05
     temperature: float = 0.38
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GeneratorConfig":
+        """From a manifest's or checkpoint's ``generator`` entry (JSON lists back to tuples).
+
+        Raises:
+            ValueError: the entry has fields this design does not know (an older generator).
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"generator fields {unknown} belong to an older design")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def __post_init__(self) -> None:
         if self.upsample not in ("nearest", "bilinear"):
@@ -186,26 +209,30 @@ class Generator(nn.Module):
         bins = torch.from_numpy(chroma_bins(cfg.bin_step))  # [Q,2]
         self.register_buffer("bins", bins, persistent=False)
         self.colour_head = nn.Conv2d(c4, len(bins), 1)
-        self.up2 = ConvBlock(c4 + ns, c2, ns, upsample=up, pad=pad)  # + one constant plane per style weight
-        self.up1 = ConvBlock(c2 + 1, c1, ns, pad=pad)  # + the luma plane at full working resolution
-        self.style_head = nn.Conv2d(c1, 3, 3, padding=1, padding_mode=pad)
-        nn.init.zeros_(self.style_head.weight)  # styles start as the natural colorization
+        s8, s4 = cfg.style_widths
+        self.style_in = ConvBlock(FEATURE_CHANNELS[8] + ns, s8, ns, pad=pad)  # + one constant plane per style weight
+        self.style_up4 = ConvBlock(s8, s4, ns, upsample=up, pad=pad)
+        self.style_lat4 = nn.Conv2d(FEATURE_CHANNELS[4], s4, 1)
+        self.style_up2 = ConvBlock(s4, c2, ns, upsample=up, pad=pad)
+        self.style_up1 = ConvBlock(c2 + 1, c1, ns, pad=pad)  # + the luma plane at full working resolution
+        self.style_head = nn.Conv2d(c1, 3 * ns, 3, padding=1, padding_mode=pad)  # one output layer per style
+        nn.init.zeros_(self.style_head.weight)  # styles start as the grey input
         nn.init.zeros_(self.style_head.bias)
 
     def freeze_encoder(self, frozen: bool = True) -> None:
         """Stop (or restart) gradients into the pretrained encoder."""
         self.encoder.requires_grad_(not frozen)
 
-    def decode(self, luma: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Shared decoder to stride 4: returns (features [N,c4,H/4,W/4], colour logits [N,Q,H/4,W/4])."""
-        f4, f8, f16, f32 = self.encoder(luma)
+    def colour_logits(self, feats: list[torch.Tensor], style: torch.Tensor) -> torch.Tensor:
+        """Colour decoder: encoder features -> colour logits [N,Q,H/4,W/4]."""
+        f4, f8, f16, f32 = feats
         h = self.lat32(f32)  # [N,c16,H/32]
         if self.attention is not None:
             h = self.attention(h, style)
         h = self.up16(h, style) + self.lat16(f16)  # [N,c16,H/16]
         h = self.up8(h, style) + self.lat8(f8)  # [N,c8,H/8]
         h = self.up4(h, style) + self.lat4(f4)  # [N,c4,H/4]
-        return h, self.colour_head(h)
+        return self.colour_head(h)
 
     def chroma(self, logits: torch.Tensor) -> torch.Tensor:
         """Annealed-mean read-out: logits [N,Q,h,w] -> CbCr [N,2,h,w]."""
@@ -213,25 +240,37 @@ class Generator(nn.Module):
         p = torch.softmax(logits.permute(0, 2, 3, 1) / self.cfg.temperature, dim=-1)  # [N,h,w,Q]
         return (p @ self.bins).permute(0, 3, 1, 2)  # [N,2,h,w]: sum_q p_q * centre_q
 
-    def forward(self, luma: torch.Tensor, style: torch.Tensor, return_logits: bool = False, detach_shared: bool = False):
+    def styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Style branch: encoder features -> the styled image's (Y, Cb, Cr) [N,3,H,W]."""
+        f4, f8 = feats[0], feats[1]
+        planes = style[:, :, None, None].expand(-1, -1, f8.shape[2], f8.shape[3])  # [N,S,H/8,W/8]
+        x = self.style_in(torch.cat([f8, planes], dim=1), style)  # [N,s8,H/8]
+        x = self.style_up4(x, style) + self.style_lat4(f4)  # [N,s4,H/4]
+        x = self.style_up2(x, style)  # [N,c2,H/2]
+        x = self.style_up1(torch.cat([_up2(x, self.cfg.upsample), luma * 2.0 - 1.0], dim=1), style)  # [N,c1,H,W]
+        heads = self.style_head(x)  # [N,3*S,H,W]
+        n, _, hh, ww = heads.shape
+        o = (heads.view(n, -1, 3, hh, ww) * style[:, :, None, None, None]).sum(dim=1)  # [N,3,H,W]: sum_k s_k head_k
+        y = (luma + torch.tanh(o[:, :1])).clamp(0.0, 1.0)
+        return torch.cat([y, 0.5 * torch.tanh(o[:, 1:])], dim=1)
+
+    def forward(self, luma: torch.Tensor, style: torch.Tensor, return_logits: bool = False):
         """(luma [N,1,H,W] in [0,1], H and W multiples of 32; style [N,S]) -> YCbCr [N,3,H,W].
 
-        ``return_logits`` also returns the colour logits (training); ``detach_shared`` stops the
-        style branch's gradients at the shared decoder, so style training leaves colour untouched.
+        ``return_logits`` also returns the colour logits (for training).
         """
-        h, logits = self.decode(luma, style)
-        if detach_shared:
-            h, logits = h.detach(), logits.detach()
+        feats = self.encoder(luma)
+        logits = self.colour_logits(feats, style)
         cbcr = F.interpolate(self.chroma(logits), scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,2,H,W]
-        planes = style[:, :, None, None].expand(-1, -1, h.shape[2], h.shape[3])  # [N,S,H/4,W/4]
-        s = self.up2(torch.cat([h, planes], dim=1), style)  # [N,c2,H/2]
-        s = self.up1(torch.cat([_up2(s, self.cfg.upsample), luma * 2.0 - 1.0], dim=1), style)  # [N,c1,H,W]
-        o = torch.tanh(self.style_head(s))  # [N,3,H,W]
+        natural = torch.cat([luma, cbcr], dim=1)  # [N,3,H,W]
         g = (1.0 - style[:, :1])[:, :, None, None]  # [N,1,1,1]: 0 for natural colorization
-        y = (luma + g * o[:, :1]).clamp(0.0, 1.0)
-        cbcr = (cbcr + g * 0.5 * o[:, 1:]).clamp(-0.5, 0.5)
-        out = torch.cat([y, cbcr], dim=1)  # [N,3,H,W]: Y, Cb, Cr
+        out = (1.0 - g) * natural + g * self.styled(feats, luma, style)  # exact at both ends
+        out = torch.cat([out[:, :1].clamp(0.0, 1.0), out[:, 1:].clamp(-0.5, 0.5)], dim=1)  # [N,3,H,W]: Y, Cb, Cr
         return (out, logits) if return_logits else out
+
+
+STYLE_PREFIX = "style_"
+"""State-dict keys of the style branch start with this; everything else is encoder or colour."""
 
 
 class Discriminator(nn.Module):

@@ -57,7 +57,6 @@ class TrainConfig:
     steps: int = 2000
     style_fraction: float = 0.5
     colour: bool = True
-    style_detach: bool = True
     style_exemplars: int = 0
     load_size: int = 256
     crop_scale: tuple[float, float] = (1.0, 2.0)
@@ -81,6 +80,7 @@ class TrainConfig:
     painting_scale: float = 1.75
     ema: float = 0.999
     widths: tuple[int, int, int, int, int] = (96, 64, 32, 24, 12)
+    style_widths: tuple[int, int] = GeneratorConfig.style_widths
     attention: bool = GeneratorConfig.attention
     padding: str = GeneratorConfig.padding
     upsample: str = GeneratorConfig.upsample
@@ -98,7 +98,7 @@ class TrainConfig:
     progress: bool = True
 
     def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(widths=tuple(self.widths), attention=self.attention, padding=self.padding,
+        return GeneratorConfig(widths=tuple(self.widths), style_widths=tuple(self.style_widths), attention=self.attention, padding=self.padding,
                                upsample=self.upsample, bin_step=self.bin_step, temperature=self.temperature)
 
 
@@ -301,7 +301,10 @@ class Trainer:
         cfg = self.cfg
         assert self.vgg is not None
         luma = rgb_to_ycbcr(rgb)[:, :1]
-        pred = self.G(luma, one_hot_style(labels), detach_shared=cfg.style_detach)
+        style = one_hot_style(labels)
+        with torch.set_grad_enabled(cfg.lr_encoder > 0):
+            feats = self.G.encoder(luma)  # frozen: no graph through it
+        pred = self.G.styled(feats, luma, style)
         fake_rgb = ycbcr_to_rgb(pred)
         feats = self.vgg(fake_rgb)
         with torch.no_grad():
