@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -67,6 +68,9 @@ class ExportConfig:
     temperature: float = 0.0
     style_checkpoint: str = ""
 
+
+NOTICE = Path(__file__).with_name("NOTICE-encoder.txt")
+"""Attribution and licence of the pretrained encoder weights; export writes it beside every model as NOTICE.txt."""
 
 ENCODER_ATTRIBUTION = (
     "Encoder: MobileNetV2 1.0 (Sandler et al. 2018), ImageNet weights from TensorFlow's hosted model "
@@ -240,6 +244,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
         if not report["max_abs"] <= cfg.tolerance:
             raise ParityError(f"ONNX Runtime differs from PyTorch by up to {report['max_abs']:.3g} (worst: {report['worst_case']}), above the tolerance {cfg.tolerance:g}")
         os.replace(tmp_model, model_path)
+    shutil.copyfile(NOTICE, out / NOTICE.name.replace("-encoder", ""))  # the encoder's Apache-2.0 attribution travels with the weights
 
     manifest = build_manifest(cfg, model_path, G, ck, report, onnx.__version__, ort.__version__, torch.__version__)
     write_manifest(manifest)

@@ -33,6 +33,9 @@ def test_manifest_describes_the_model(tiny_model_dir: Path):
     assert {"torch", "onnx", "onnxruntime", "onnxslim"} <= set(m["versions"])
     assert m["parity"]["max_abs"] <= m["parity"]["tolerance"]
     assert load_manifest(tiny_model_dir).styles == contract.STYLES
+    assert "Apache" in m["licence"]["encoder"]
+    notice = (tiny_model_dir / "NOTICE.txt").read_text()
+    assert "MobileNetV2" in notice and "Apache License" in notice and "END OF TERMS AND CONDITIONS" in notice
 
 
 def test_onnx_is_valid_with_dynamic_axes(tiny_model_dir: Path):
