@@ -189,3 +189,19 @@ def test_colourfulness_loss_matches_the_reported_metric(astronaut: np.ndarray):
 
     x = torch.from_numpy(astronaut[:64, :96].copy()).permute(2, 0, 1)[None].float() / 255.0
     assert losses.colourfulness(x).item() == pytest.approx(metrics.colourfulness(astronaut[:64, :96]), rel=1e-4)
+
+
+def test_style_only_run_with_exemplars_and_margin(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
+    """A style-only run (--no-colour) picks exemplar paintings once, caches them, and trains only the style branch."""
+    cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, colour=False, styles_root=str(datasets / "styles"),
+                    style_limit=6, gram_samples=4, vgg=str(vgg_path), style_exemplars=2, loss_margin=16, style_batch=2)
+    tr = Trainer(cfg)
+    cache = json.loads((Path(cfg.out) / "exemplars.json").read_text())
+    assert sorted(cache) == sorted(s for s in contract.STYLES if s != contract.NATURAL)
+    assert all(len(v) == 2 for v in cache.values()) and all(len(b) == 2 for b in tr.paintings.values())
+    colour_before = {k: v.clone() for k, v in tr.G.state_dict().items() if not k.startswith("style_")}
+    stats = tr.train_step()
+    assert "ce" not in stats and "style" in stats
+    assert all(torch.equal(v, tr.G.state_dict()[k]) for k, v in colour_before.items())
+    again = Trainer(cfg)  # the cache is reused: same exemplars, no new pick
+    assert [p.name for p in again.paintings[1].files] == cache["ukiyoe"]

@@ -58,6 +58,7 @@ class TrainConfig:
     style_fraction: float = 0.5
     colour: bool = True
     style_exemplars: int = 0
+    loss_margin: int = 0
     load_size: int = 256
     crop_scale: tuple[float, float] = (1.0, 2.0)
     photo_limit: int = 0
@@ -208,7 +209,16 @@ class Trainer:
         the paintings nearest that mean are typical of the school and carry real brushwork.
         """
         size = round(self.cfg.size * self.cfg.painting_scale)
+        cache = self.out / "exemplars.json"
+        picked = json.loads(cache.read_text()) if cache.is_file() else {}
         for idx, bank in self.paintings.items():
+            name = contract.STYLES[idx]
+            if len(picked.get(name, [])) == self.cfg.style_exemplars and all(f in {p.name for p in bank.files} for f in picked[name]):
+                order = [[p.name for p in bank.files].index(f) for f in picked[name]]
+                bank.images = [bank.images[i] for i in order]
+                bank.files = [bank.files[i] for i in order]
+                log.info("%s exemplars (from %s): %s", name, cache, picked[name])
+                continue
             feats = []
             cand = np.linspace(0, len(bank.images) - 1, min(256, len(bank.images))).astype(int).tolist()  # candidates, evenly spaced
             for start in range(0, len(cand), 32):
@@ -220,6 +230,8 @@ class Trainer:
             log.info("%s exemplars: %s", contract.STYLES[idx], [bank.files[i].name for i in order])
             bank.images = [bank.images[i] for i in order]
             bank.files = [bank.files[i] for i in order]
+            picked[name] = [p.name for p in bank.files]
+        cache.write_text(json.dumps(picked, indent=1))
 
     def _load(self, path: str, full: bool) -> None:
         """Resume (everything) or init (generator and discriminator weights; the EMA restarts from G).
@@ -306,6 +318,9 @@ class Trainer:
             feats = self.G.encoder(luma)  # frozen: no graph through it
         pred = self.G.styled(feats, luma, style)
         fake_rgb = ycbcr_to_rgb(pred)
+        m = cfg.loss_margin
+        if m:  # score the centre only: the generator gains nothing from treating borders differently
+            fake_rgb, luma = fake_rgb[..., m:-m, m:-m], luma[..., m:-m, m:-m]
         feats = self.vgg(fake_rgb)
         with torch.no_grad():
             content = self.vgg(luma.expand(-1, 3, -1, -1))[-1]
@@ -339,7 +354,8 @@ class Trainer:
             if do_style:
                 labels_np = self.rng.choice(sorted(self.paintings), size=cfg.style_batch)
                 labels = torch.from_numpy(labels_np).to(self.device)
-                rgb_s = to_tensor(self.photos.batch(self.rng, cfg.style_batch, cfg.size, cfg.crop_scale), self.device)
+                size_s = cfg.size + 2 * cfg.loss_margin  # 32-multiple sizes keep the encoder exact
+                rgb_s = to_tensor(self.photos.batch(self.rng, cfg.style_batch, size_s, cfg.crop_scale), self.device)
                 loss_s, stats_s, fake_s = self._style_losses(rgb_s, labels)
                 loss_g = loss_g + loss_s
                 stats.update(stats_s)
