@@ -23,6 +23,7 @@ from sdk.errors import (
     ModelCorruptError,
     ModelNotFoundError,
     OutputExistsError,
+    OutputWriteError,
     UnknownStyleError,
 )
 
@@ -34,6 +35,7 @@ DOCUMENTED_BUILTINS = {
     ModelCorruptError: ValueError,
     BackendUnavailableError: RuntimeError,
     OutputExistsError: FileExistsError,
+    OutputWriteError: OSError,
     InvalidArgumentError: ValueError,
 }
 
