@@ -256,11 +256,11 @@ def check_model(backend: Backend, manifest: Manifest) -> None:
         raise
     except Exception as e:
         raise ModelCorruptError(f"{manifest.model_path} fails on a {shape[0]}x{shape[1]} input with {len(styles)} style weights "
-                                f"({type(e).__name__}: {str(e)[:300]}); the manifest (styles, size_multiple {m}) does not fit the model: "
+                                f"({type(e).__name__}: {str(e)[:300]}); expected the manifest's {len(styles)} styles and size_multiple {m} to fit the model: "
                                 "re-export it with `python -m export onnx`") from e
     if out.shape != (1, 3) + shape:
         raise ModelCorruptError(f"{manifest.model_path} returns shape {out.shape} for a {shape[0]}x{shape[1]} input, expected {(1, 3) + shape}; "
-                                f"the manifest's size_multiple {m} does not fit the model's strides: re-export it with `python -m export onnx`")
+                                f"expected size_multiple {m} (manifest) to fit the model's strides: re-export it with `python -m export onnx`")
     if not np.isfinite(out).all():
         raise ModelCorruptError(f"{manifest.model_path} returns NaN or infinity for a plain grey input; the model file is damaged: re-export it")
 

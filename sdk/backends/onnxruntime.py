@@ -120,10 +120,10 @@ def check_graph(session: ort.InferenceSession, manifest: Manifest) -> None:
     outs = {o.name: o for o in session.get_outputs()}
     problems = []
     if sorted(ins) != sorted(manifest.input_names):
-        problems.append(f"inputs are {sorted(ins)} in the graph, {list(manifest.input_names)} in the manifest")
+        problems.append(f"inputs are {sorted(ins)} in the graph, {list(manifest.input_names)} in the manifest (expected the same names)")
     missing = [n for n in manifest.output_names if n not in outs]
     if missing:
-        problems.append(f"outputs {missing} of the manifest are not in the graph (it has {sorted(outs)})")
+        problems.append(f"outputs {missing} of the manifest are not in the graph (expected names from {sorted(outs)})")
     luma, style = manifest.input_names
     expected = [(ins.get(luma), "input", luma, 4, 1, 1, "luma channels"),
                 (ins.get(style), "input", style, 2, 1, len(manifest.styles), f"style-vector length (= the manifest's {len(manifest.styles)} styles)"),
