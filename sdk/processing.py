@@ -373,8 +373,10 @@ def fuse_laplacian(content: np.ndarray, stylized: np.ndarray, detail: float, det
     Memory is bounded: nothing of image size is allocated but the result. A row of ``L(d)`` depends
     only on rows of ``d`` within a few ``2**k`` rows of it, so each tile of output rows computes
     its own rows of ``d`` (from ``content`` and ``stylized``) down and back up the pyramid, with the
-    halo it needs, one channel at a time: ~``(TILE_PIXELS + 2**k * 40 * width) * 4`` bytes per
-    worker thread (~25 MB per thread at 20000 px wide, k = 2). Each axis pass is Pillow's
+    halo it needs, one channel at a time. A tile is at least ``32 * 2**k`` rows (so the halo stays
+    small), which makes the working set proportional to the width and independent of the height:
+    ~100 MB per worker thread at 20000 px wide with k = 2 (measured: 192 MB beyond the output for
+    a 20000x20000 fusion on 2 threads, benchmarks/README.md). Each axis pass is Pillow's
     bilinear resize (horizontal: Pillow itself; vertical: :class:`_Resample`), on global row
     indices, so the result is the same for any tile size or thread count.
     """
