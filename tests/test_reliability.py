@@ -10,7 +10,6 @@ import gc
 import io
 import json
 import os
-import shutil
 import struct
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import pytest
 from PIL import Image, features
 
 import sdk
+from conftest import edit_manifest
 from sdk import cli, folder, processing
 from sdk.errors import (
     ChromaforgeError,
@@ -151,18 +151,6 @@ def test_cli_huge_weight_writes_the_style_not_black(tiny_model_dir, tiny_pipelin
 
 
 # ------------------------------------------------------------------------------------ model guard
-@pytest.fixture
-def model_copy(tiny_model_dir, tmp_path) -> Path:
-    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
-
-
-def _edit(model_dir: Path, edit) -> None:
-    p = model_dir / "manifest.json"
-    raw = json.loads(p.read_text())
-    edit(raw)
-    p.write_text(json.dumps(raw))
-
-
 MANIFEST_DAMAGE = {
     "4-styles": (lambda r: r.update(styles=r["styles"][:4]), "style-vector length"),
     "6-styles": (lambda r: r.update(styles=r["styles"] + ["cubism"]), "style-vector length"),
@@ -190,7 +178,7 @@ def test_manifest_checked_against_the_graph_at_load(model_copy, case):
     if edit is None:
         (model_copy / "manifest.json").write_text("[1, 2]")
     else:
-        _edit(model_copy, edit)
+        edit_manifest(model_copy, edit)
     with pytest.raises(ModelCorruptError) as ei:
         sdk.load(model_copy, backend="onnxruntime-cpu", threads=1)
     assert needle in str(ei.value) and "expected" in str(ei.value)
