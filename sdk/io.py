@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from sdk.errors import ChromaforgeError, ImageFormatError, InvalidArgumentError, InvalidImageError
 
