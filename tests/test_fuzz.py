@@ -185,7 +185,7 @@ def hostile_arrays(draw) -> np.ndarray:
         arr = arr[::2, ::-3]
     elif layout == "fortran":
         arr = np.asfortranarray(arr)
-    elif layout == "broadcast" and arr.ndim >= 1:
+    elif layout == "broadcast" and arr.ndim >= 1 and arr.shape[0] >= 1:
         arr = np.broadcast_to(arr[:1], (draw(st.integers(1, 30)),) + arr.shape[1:])
     elif layout == "channel-slice" and arr.ndim == 3:
         arr = arr[:, :, ::-1]
