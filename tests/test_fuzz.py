@@ -35,6 +35,9 @@ from sdk.errors import ChromaforgeError
 
 LONG = int(os.environ.get("CHROMAFORGE_FUZZ_EXAMPLES", "0"))
 
+pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning:PIL"),  # damaged TIFF tags and the like
+              pytest.mark.filterwarnings("ignore::DeprecationWarning:PIL")]  # Pillow's IM plugin is deprecated
+
 
 def budget(ci: int, share: float = 1.0):
     """Hypothesis settings: ``ci`` cases in CI, ``CHROMAFORGE_FUZZ_EXAMPLES * share`` in a long run."""
