@@ -1,0 +1,103 @@
+"""Style evaluation: VGG Gram features, the cached style classifier and a model's style scores.
+
+Runs on the real shared datasets and VGG weights (skipped where they are missing), at a small
+crop size and a few images per class so it stays fast; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import style_eval as se
+
+
+@pytest.fixture(scope="module")
+def vgg(vgg_path: Path):
+    """The VGG, with torch on one thread for this module (the CLI test sets it too); restored after."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield se.load_vgg(vgg_path)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def small_cfg(datasets: Path, vgg_path: Path) -> se.ClassifierConfig:
+    return se.ClassifierConfig(datasets=str(datasets), vgg=str(vgg_path), size=64, per_class=12, val_per_class=2, pca_dims=32)
+
+
+@pytest.fixture(scope="module")
+def cached(tmp_path_factory, small_cfg, vgg) -> tuple[Path, se.StyleClassifier]:
+    path = tmp_path_factory.mktemp("style") / "clf.npz"
+    clf, fitted = se.get_classifier(small_cfg, path, vgg=vgg)
+    assert fitted and path.is_file()
+    return path, clf
+
+
+def test_features_shape_and_values(vgg, astronaut):
+    """Any image size gives FEATURE_DIM finite log-scaled values; the crop is square at ``size``."""
+    assert se.FEATURE_DIM == 2 * (64 + 128 + 256) + 64 * 65 // 2 + 128 * 129 // 2 == 11232
+    imgs = [astronaut, astronaut[:300, :200], np.full((50, 90, 3), 128, np.uint8)]
+    assert se.prepare(imgs[1], 64).shape == (64, 64, 3)
+    f = se.vgg_style_features(imgs, vgg, size=64, batch=2)
+    assert f.shape == (3, se.FEATURE_DIM) and f.dtype == np.float32
+    assert np.isfinite(f).all() and f.min() >= np.log(se.LOG_EPS) - 1e-5
+    assert not np.allclose(f[0], f[2])
+
+
+def test_classifier_fits_caches_and_reloads(cached, small_cfg, vgg):
+    """It separates its own training images, records a val report, and the cache is reused."""
+    path, clf = cached
+    train, val = clf.meta["train"], clf.meta["val"]
+    assert train["n"] == 12 * len(se.CLASSES) and train["accuracy"] >= 0.9
+    assert val["classes"] == list(se.CLASSES) and np.asarray(val["confusion"]).shape == (5, 5)
+    assert np.asarray(val["confusion"]).sum() == val["n"] == 2 * len(se.CLASSES)
+    again, fitted = se.get_classifier(small_cfg, path, vgg=vgg)
+    assert not fitted
+    x = np.random.default_rng(0).normal(size=(4, se.FEATURE_DIM)).astype(np.float32)
+    np.testing.assert_allclose(again.predict_proba(x), clf.predict_proba(x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(again.predict_proba(x).sum(1), 1.0, rtol=1e-5)
+    # A cache fitted with another VGG (different probe features) or other settings is not reused.
+    assert se._compatible(again, small_cfg, vgg)
+    assert not se._compatible(dataclasses.replace(again, probe=again.probe + 0.1), small_cfg, vgg)
+    assert not se._compatible(again, dataclasses.replace(small_cfg, per_class=13), vgg)
+
+
+def test_accuracy_report():
+    r = se.accuracy_report(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), ("a", "b", "c"))
+    assert r["accuracy"] == 0.75 and r["per_class"] == {"a": 1.0, "b": 1.0, "c": 0.5}
+    assert r["confusion"] == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+
+
+def test_cli_scores_a_model(cached, small_cfg, tiny_model_dir, tmp_path, capsys):
+    """The CLI reuses the cache and scores 2 photos in every style; keys and ranges hold."""
+    path, _ = cached
+    out = tmp_path / "eval.json"
+    rc = se.main([
+        "--model-dir", str(tiny_model_dir), "--classifier", str(path), "--datasets", small_cfg.datasets,
+        "--vgg", small_cfg.vgg, "--size", "64", "--per-class", "12", "--val-per-class", "2", "--pca-dims", "32",
+        "--limit", "2", "--threads", "1", "--backend", "onnxruntime-cpu", "--json", str(out),
+    ])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert json.loads(capsys.readouterr().out) == res
+    assert res["classifier"]["fitted_now"] is False
+    m = res["model"]
+    styles = list(se.PAINTING_STYLES)
+    assert m["photos"] == 2 and m["name"] == "tiny-test"
+    for key in ("style_score", "style_prob", "as_photo", "ssim_luma"):
+        assert list(m[key]) == styles
+        assert all(0.0 <= v <= 1.0 for v in m[key].values()), key
+    assert m["confusion"]["cols"] == list(se.CLASSES)
+    assert np.asarray(m["confusion"]["matrix"]).shape == (4, 5)
+    assert (np.asarray(m["confusion"]["matrix"]).sum(1) == 2).all()
+    assert len(m["pairs"]) == 6
+    for p in m["pairs"].values():
+        assert 0.0 <= p["mad"] <= 255.0 and 0.0 <= p["a_as_b"] <= 1.0 and 0.0 <= p["b_as_a"] <= 1.0
+    assert 0.0 <= m["inputs_as_photo"] <= 1.0
