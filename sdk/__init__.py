@@ -59,13 +59,15 @@ _default: Pipeline | None = None
 _lock = threading.Lock()
 
 
-def load(model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None) -> Pipeline:
+def load(model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, precision: str | None = None) -> Pipeline:
     """Load a model and create its backend session (once; reuse the result).
 
     Args:
         model_dir: folder written by ``python -m export onnx``; None for the bundled model.
         backend: ``"auto"`` or a name from ``sdk.backends.names()``.
         threads: intra-op threads for CPU backends.
+        precision: ``"fp32"`` or ``"fp16"`` (e.g. the FP16 ONNX on ``onnxruntime-cuda``); None for
+            the backend's default.
 
     Returns:
         A :class:`Pipeline`; ``pipeline.backend_name`` names the backend, ``pipeline.backend_reason`` why.
@@ -78,7 +80,7 @@ def load(model_dir: str | Path | None = None, backend: str = "auto", threads: in
     """
     from sdk.pipeline import Pipeline
 
-    return Pipeline(model_dir, backend=backend, threads=threads)
+    return Pipeline(model_dir, backend=backend, threads=threads, precision=precision)
 
 
 def _pipeline() -> Pipeline:

@@ -70,7 +70,9 @@ def _parse_style(text: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chromaforge", description="Colorize grey photos and render them in painting styles.")
     p.add_argument("--model-dir", default=None, help="model folder (default: the bundled model)")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt")
+    p.add_argument("--backend", default="auto", help="auto, tensorrt, onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default=None,
+                   help="ask the backend for this precision (fp16: the FP16 ONNX or engine; default: the backend's own)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for inference, post-processing and fusion")
     p.add_argument("--batch-size", type=int, default=8, help="images per generator call when processing folders")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -141,7 +143,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_folder(args, items, folder.each_file(lambda src: fusion.fuse(
             src, pairs[src], params.method, params.detail, params.detail_levels, params.levels, params.weight, workers=args.threads)), "fuse")
 
-    pipe = sdk.load(args.model_dir, backend=args.backend, threads=args.threads)
+    pipe = sdk.load(args.model_dir, backend=args.backend, threads=args.threads, precision=args.precision)
     if args.command == "info":
         m = pipe.manifest
         print(json.dumps({"model_dir": str(m.directory), "styles": pipe.styles(), "work_size": m.work_size,

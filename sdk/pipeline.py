@@ -43,6 +43,8 @@ class Pipeline:
             post-processing and fusion (None: ONNX Runtime's default, one per physical core;
             post-processing uses one per core, at most 8).
         verify: check the model file against the manifest's sha256.
+        precision: ``"fp32"`` or ``"fp16"`` to ask the backend for that precision (the FP16 ONNX
+            from ``python -m export fp16``, an FP16 engine); None for the backend's default.
 
     Raises:
         ModelNotFoundError, ModelCorruptError: the model folder is missing or damaged.
@@ -54,9 +56,10 @@ class Pipeline:
         ('onnxruntime-cpu', 'fp32')
     """
 
-    def __init__(self, model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, verify: bool = True) -> None:
+    def __init__(self, model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, verify: bool = True,
+                 precision: str | None = None) -> None:
         self.manifest: Manifest = load_manifest(model_dir if model_dir is not None else default_model_dir(), verify=verify)
-        self.runner: Backend = backends.create(backend, self.manifest, threads=threads)
+        self.runner: Backend = backends.create(backend, self.manifest, threads=threads, precision=precision)
         self.workers = int(threads) if threads else processing.default_workers()
         log.info("chromaforge: %s", self.runner.reason)
 
