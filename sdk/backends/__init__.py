@@ -10,12 +10,14 @@ pipeline's. :meth:`Backend.close` frees the session and device memory; backends 
 managers.
 
 How other engines fit:
-    A native TensorRT backend loads an engine listed in the manifest's artifacts and declares
-    ``input_dtype="float16"``, ``precision="fp16"``, its optimisation profiles as ``buckets`` (one
-    fixed shape per profile) or as ``min_shape``/``max_shape``, and ``max_batch`` from the profile;
-    ``close`` frees the execution context, engine and CUDA buffers. A remote (Triton) backend reads
-    the server's model config (``max_batch_size``, dims, ``TYPE_FP16``/``TYPE_FP32``) into
-    :class:`Capabilities`, sends ``run``'s arrays over HTTP/gRPC and closes its client in ``close``.
+    The native TensorRT backend (:mod:`sdk.backends.tensorrt`) loads the manifest's engine for this
+    GPU and declares the engine's input dtype, its precision, and its optimisation profiles
+    (:mod:`sdk.backends.profiles`) as ``min_shape``/``max_shape`` or ``buckets`` with ``max_batch``;
+    ``close`` frees the execution contexts, engine and CUDA buffers. A remote (Triton) backend
+    would read the server's model config (``max_batch_size``, dims, ``TYPE_FP16``/``TYPE_FP32``)
+    into :class:`Capabilities`, send ``run``'s arrays over HTTP/gRPC and close its client in
+    ``close`` (``python -m export triton`` writes such a server's repository; no Triton backend
+    ships yet).
 
 Names:
     ``tensorrt`` (native TensorRT, :mod:`sdk.backends.tensorrt`: the ``tensorrt`` extra, a GPU and
