@@ -17,6 +17,7 @@ from sdk import errors
 from sdk.errors import (
     BackendUnavailableError,
     ChromaforgeError,
+    EngineMismatchError,
     ImageFormatError,
     InvalidArgumentError,
     InvalidImageError,
@@ -33,6 +34,7 @@ DOCUMENTED_BUILTINS = {
     ModelNotFoundError: FileNotFoundError,
     ModelCorruptError: ValueError,
     BackendUnavailableError: RuntimeError,
+    EngineMismatchError: RuntimeError,
     OutputExistsError: FileExistsError,
     InvalidArgumentError: ValueError,
 }
