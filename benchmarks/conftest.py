@@ -28,6 +28,17 @@ SIZES = {"256": (256, 256), "512": (512, 512), "1024": (1024, 1024), "4096x3072"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "gate: measured by the CI regression gate (benchmarks/gate.py)")
+    config.addinivalue_line("markers", "memory: peak-memory cases that allocate GBs; run only with -m memory")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Peak-memory cases are opt-in: skipped unless the -m expression names ``memory``."""
+    if "memory" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="allocates GBs; opt in with -m memory")
+    for item in items:
+        if "memory" in item.keywords:
+            item.add_marker(skip)
 
 
 def available_backends() -> list[str]:

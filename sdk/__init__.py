@@ -59,13 +59,19 @@ _default: Pipeline | None = None
 _lock = threading.Lock()
 
 
-def load(model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, precision: str | None = None) -> Pipeline:
+def load(model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None,
+         max_pixels: int | None = 8192 * 8192, max_batch: int = 8, precision: str | None = None) -> Pipeline:
     """Load a model and create its backend session (once; reuse the result).
 
     Args:
         model_dir: folder written by ``python -m export onnx``; None for the bundled model.
         backend: ``"auto"`` or a name from ``sdk.backends.names()``.
-        threads: intra-op threads for CPU backends.
+        threads: intra-op threads for CPU backends and threads of the full-resolution steps
+            (a positive integer; more than :func:`sdk.processing.max_threads` is capped).
+        max_pixels: refuse inputs with more pixels (default :data:`sdk.io.MAX_PIXELS`, 67 MP,
+            checked from an encoded image's header before decoding); None for no limit.
+        max_batch: images of a list processed together (default :data:`sdk.pipeline.MAX_BATCH`;
+            memory stays bounded however long the list).
         precision: ``"fp32"`` or ``"fp16"`` (e.g. the FP16 ONNX on ``onnxruntime-cuda``); None for
             the backend's default.
 
@@ -73,14 +79,14 @@ def load(model_dir: str | Path | None = None, backend: str = "auto", threads: in
         A :class:`Pipeline`; ``pipeline.backend_name`` names the backend, ``pipeline.backend_reason`` why.
 
     Raises:
-        ModelNotFoundError, ModelCorruptError, BackendUnavailableError.
+        ModelNotFoundError, ModelCorruptError, BackendUnavailableError, InvalidArgumentError.
 
     Example:
         >>> p = sdk.load(backend="onnxruntime-cpu", threads=2)
     """
     from sdk.pipeline import Pipeline
 
-    return Pipeline(model_dir, backend=backend, threads=threads, precision=precision)
+    return Pipeline(model_dir, backend=backend, threads=threads, max_pixels=max_pixels, max_batch=max_batch, precision=precision)
 
 
 def _pipeline() -> Pipeline:

@@ -5,6 +5,10 @@ and an existing output is skipped unless ``--overwrite`` is given. Files are wri
 Folders run through :mod:`sdk.folder`: images go through the pipeline ``--batch-size`` at a time
 (equal working shapes share one generator call), results are saved on background threads, and a
 file that cannot be read or written is reported at the end (exit code 2) without stopping the rest.
+
+Global options (``--model-dir``, ``--threads``, ``--quiet``...) go before or after the command.
+Every error the CLI can foresee, filesystem errors included (read-only folder, full disk, ``-o``
+naming a file), ends in ``chromaforge: error: ...`` on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-from sdk import folder
+from sdk import __version__, folder
 from sdk.errors import ChromaforgeError, InvalidArgumentError, OutputExistsError
 from sdk.folder import collect_inputs, plan_outputs, save_atomic  # noqa: F401  (sdk.cli's older public names)
-from sdk.io import IMAGE_SUFFIXES
+from sdk.io import FOLDER_SUFFIXES
 
 
 class Progress:
@@ -27,18 +31,33 @@ class Progress:
     def __init__(self, total: int, label: str, enabled: bool = True) -> None:
         self.total, self.label, self.done, self.t0 = total, label, 0, time.perf_counter()
         self.enabled = enabled and total > 1
+        self.open = False  # a bar line without its newline is on stderr
 
     def step(self, note: str = "") -> None:
         self.done += 1
         if not self.enabled:
             return
-        frac = self.done / self.total
+        frac = min(self.done / self.total, 1.0)
         bar = "#" * int(24 * frac)
         rate = self.done / max(time.perf_counter() - self.t0, 1e-9)
         sys.stderr.write(f"\r{self.label} [{bar:<24}] {self.done}/{self.total} {rate:.1f} img/s {note[:40]:<40}")
-        if self.done == self.total:
+        self.open = self.done < self.total
+        if not self.open:
             sys.stderr.write("\n")
         sys.stderr.flush()
+
+    def close(self) -> None:
+        """End the bar's line, so that what follows on stderr (an error) starts on its own."""
+        if self.open:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.open = False
+
+    def __enter__(self) -> "Progress":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _match_stem(root: Path, rel: Path) -> Path:
@@ -46,7 +65,7 @@ def _match_stem(root: Path, rel: Path) -> Path:
     exact = root / rel
     if exact.is_file():
         return exact
-    for suffix in sorted(IMAGE_SUFFIXES):
+    for suffix in sorted(FOLDER_SUFFIXES):
         candidate = (root / rel).with_suffix(suffix)
         if candidate.is_file():
             return candidate
@@ -67,15 +86,28 @@ def _parse_style(text: str):
     return blend
 
 
+def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
+    """The options accepted before the command and, repeated (``defaults=False``), after it."""
+    def d(value):
+        return value if defaults else argparse.SUPPRESS  # after the command: only what is given overrides
+
+    p.add_argument("--model-dir", default=d(None), help="model folder (default: the bundled model)")
+    p.add_argument("--backend", default=d("auto"), help="auto, tensorrt, onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default=d(None),
+                   help="ask the backend for this precision (fp16: the FP16 ONNX or engine; default: the backend's own)")
+    p.add_argument("--threads", type=int, default=d(None), help="CPU threads for inference, post-processing and fusion")
+    p.add_argument("--batch-size", type=int, default=d(8), help="images per generator call when processing folders")
+    p.add_argument("--max-pixels", type=int, default=d(None),
+                   help="refuse inputs with more pixels (default 8192*8192 = 67 MP; 0 for no limit)")
+    p.add_argument("--quiet", action="store_true", default=d(False), help="no progress bar")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="chromaforge", description="Colorize grey photos and render them in painting styles.")
-    p.add_argument("--model-dir", default=None, help="model folder (default: the bundled model)")
-    p.add_argument("--backend", default="auto", help="auto, tensorrt, onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu")
-    p.add_argument("--precision", choices=["fp32", "fp16"], default=None,
-                   help="ask the backend for this precision (fp16: the FP16 ONNX or engine; default: the backend's own)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for inference, post-processing and fusion")
-    p.add_argument("--batch-size", type=int, default=8, help="images per generator call when processing folders")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--version", action="version", version=f"chromaforge {__version__}")
+    _global_options(p, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, defaults=False)
     sub = p.add_subparsers(dest="command", required=True)
 
     def outputs(sp: argparse.ArgumentParser) -> None:
@@ -83,27 +115,27 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output format for folders")
         sp.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never inputs)")
 
-    c = sub.add_parser("colorize", help="colorize grey photos")
+    c = sub.add_parser("colorize", help="colorize grey photos", parents=[common])
     c.add_argument("inputs", nargs="+", help="image files or folders")
     outputs(c)
-    s = sub.add_parser("stylize", help="render photos in a painting style")
+    s = sub.add_parser("stylize", help="render photos in a painting style", parents=[common])
     s.add_argument("inputs", nargs="+")
     s.add_argument("--style", default="ukiyoe", help="a style name or a blend: ukiyoe=0.6,rococo=0.4")
     s.add_argument("--strength", type=float, default=1.0)
     s.add_argument("--fuse", choices=["laplacian", "weighted", "luminance"], default=None, help="fuse the result with the input")
     s.add_argument("--detail", type=float, default=0.7, help="detail restored by --fuse laplacian")
     outputs(s)
-    f = sub.add_parser("fuse", help="blend a stylized image with its original")
+    f = sub.add_parser("fuse", help="blend a stylized image with its original", parents=[common])
     f.add_argument("content", help="original image (or folder)")
     f.add_argument("stylized", help="stylized image (or folder with the same file names)")
     f.add_argument("--method", default="laplacian", choices=["laplacian", "weighted", "luminance"])
     f.add_argument("--detail", type=float, default=0.7)
     f.add_argument("--weight", type=float, default=0.5)
     outputs(f)
-    d = sub.add_parser("demo", help="colorize and stylize the bundled example photo")
+    d = sub.add_parser("demo", help="colorize and stylize the bundled example photo", parents=[common])
     d.add_argument("-o", "--out", default="chromaforge-demo", help="output folder")
     d.add_argument("--overwrite", action="store_true")
-    sub.add_parser("info", help="show the model, its styles and the backend auto picks")
+    sub.add_parser("info", help="show the model, its styles and the backend auto picks", parents=[common])
     return p
 
 
@@ -114,15 +146,20 @@ def main(argv: list[str] | None = None) -> int:
     except ChromaforgeError as e:
         print(f"chromaforge: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout closed early (`| head`): nothing left to tell
+        return 1
+    except OSError as e:  # a filesystem error no step above foresaw: still a message, not a traceback
+        print(f"chromaforge: error: {e}; check the paths, their permissions and the free disk space", file=sys.stderr)
+        return 2
 
 
 def _run_folder(args: argparse.Namespace, items: list[folder.Item], process: folder.Process, label: str, **extra) -> int:
-    """Run a folder job with a progress bar; print the JSON summary and each failed file."""
-    bar = Progress(len(items), label, enabled=not args.quiet)
-    summary = folder.run(items, process, overwrite=args.overwrite, batch_size=args.batch_size, progress=bar.step)
+    """Run a folder job with a progress bar; print the JSON summary, then each failed file on stderr."""
+    with Progress(len(items), label, enabled=not args.quiet) as bar:
+        summary = folder.run(items, process, overwrite=args.overwrite, batch_size=args.batch_size, progress=bar.step)
     print(json.dumps({**summary.as_dict(), **extra}))
     for src, msg in summary.failed:
-        print(f"chromaforge: error: {src}: {msg}", file=sys.stderr)
+        print(f"chromaforge: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
     return 2 if summary.failed else 0
 
 
@@ -132,6 +169,9 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size is {args.batch_size}; expected an integer >= 1")
+    if args.max_pixels is not None and args.max_pixels < 0:
+        raise InvalidArgumentError(f"--max-pixels is {args.max_pixels}; expected an integer >= 1, or 0 for no limit")
+    max_pixels = sdk.io.MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
     if args.command == "fuse":
         params = fusion.FuseParams(args.method, detail=args.detail, weight=args.weight)
         items = folder.plan([args.content], args.out, args.format)
@@ -141,9 +181,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             if not sty.is_file():
                 raise InvalidArgumentError(f"no stylized image {sty} for {src}; expected a file with the same name (any image suffix) in {base}")
         return _run_folder(args, items, folder.each_file(lambda src: fusion.fuse(
-            src, pairs[src], params.method, params.detail, params.detail_levels, params.levels, params.weight, workers=args.threads)), "fuse")
+            src, pairs[src], params.method, params.detail, params.detail_levels, params.levels, params.weight, workers=args.threads,
+            max_pixels=max_pixels)), "fuse")
 
-    pipe = sdk.load(args.model_dir, backend=args.backend, threads=args.threads, precision=args.precision)
+    pipe = sdk.load(args.model_dir, backend=args.backend, threads=args.threads, max_pixels=max_pixels, precision=args.precision)
     if args.command == "info":
         m = pipe.manifest
         print(json.dumps({"model_dir": str(m.directory), "styles": pipe.styles(), "work_size": m.work_size,
@@ -160,13 +201,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         jobs = {"input_grey.png": lambda: grey, "colorized.png": lambda: pipe.colorize(grey)}
         for style in pipe.styles()[1:]:
             jobs[f"{style}.png"] = lambda s=style: pipe.stylize(example, s)
-        bar = Progress(len(jobs), "demo", enabled=not args.quiet)
-        for name, make in jobs.items():
-            target = out / name
-            if target.exists() and not args.overwrite:
-                raise OutputExistsError(f"{target} exists; pass --overwrite or another -o")
-            save_atomic(make(), target)
-            bar.step(name)
+        with Progress(len(jobs), "demo", enabled=not args.quiet) as bar:
+            for name, make in jobs.items():
+                target = out / name
+                if target.exists() and not args.overwrite:
+                    raise OutputExistsError(f"{target} exists; pass --overwrite or another -o")
+                save_atomic(make(), target)
+                bar.step(name)
         print(json.dumps({"out": str(out), "files": sorted(jobs), "backend": pipe.backend_name}))
         return 0
 

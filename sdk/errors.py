@@ -48,5 +48,9 @@ class OutputExistsError(ChromaforgeError, FileExistsError):
     """Writing would overwrite an existing file or an input (the CLI never does that silently)."""
 
 
+class OutputWriteError(ChromaforgeError, OSError):
+    """An output cannot be written: read-only folder, full disk, a file where a folder is needed."""
+
+
 class InvalidArgumentError(ChromaforgeError, ValueError):
     """An option (style weights, strength, fusion method or parameter) is out of range."""

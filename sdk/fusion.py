@@ -15,7 +15,7 @@ from PIL import Image
 
 from sdk import processing
 from sdk.errors import InvalidArgumentError
-from sdk.io import ImageInput, decode, encode
+from sdk.io import MAX_PIXELS, ImageInput, decode, encode
 
 FUSE_METHODS = ("laplacian", "weighted", "luminance")
 
@@ -89,6 +89,7 @@ def fuse(
     levels: int = 5,
     weight: float = 0.5,
     workers: int | None = None,
+    max_pixels: int | None = MAX_PIXELS,
 ):
     """Blend a stylized image with its original (see :class:`FuseParams` for the methods).
 
@@ -98,18 +99,21 @@ def fuse(
         method, detail, detail_levels, levels, weight: see :class:`FuseParams`.
         workers: threads for the full-resolution steps (None: one per core, at most 8);
             :meth:`sdk.Pipeline.fuse` passes the pipeline's ``threads``.
+        max_pixels: refuse larger inputs (see :func:`sdk.io.decode`); None for no limit.
 
     Returns:
-        The fused image in the content's type.
+        The fused image in the content's type. Memory: the inputs, the output and a bounded
+        working set (row tiles; see :func:`sdk.processing.fuse_laplacian`).
 
     Raises:
-        InvalidArgumentError: unknown method or parameter out of range.
+        InvalidArgumentError: unknown method or parameter out of range, bad ``workers``.
         InvalidImageError, ImageFormatError: an input cannot be read.
 
     Example:
         >>> out = fuse(photo, sdk.stylize(photo, "pointillism"), method="laplacian", detail=1.0)
     """
     params = FuseParams(method, detail, detail_levels, levels, weight)
-    c = decode(content, "content")
-    s = decode(stylized, "stylized")
+    workers = processing.check_threads(workers, "workers")
+    c = decode(content, "content", max_pixels)
+    s = decode(stylized, "stylized", max_pixels)
     return encode(fuse_rgb(c.rgb_or_gray(), s.rgb_or_gray(), params, workers), c)

@@ -4,29 +4,55 @@ Accepted inputs: PIL images of any mode, numpy arrays (HxW, HxWx1, HxWx3, HxWx4;
 float in [0, 1]), file paths (``str`` or ``os.PathLike``) and encoded bytes. The result of a call
 comes back as the input's type: PIL in -> PIL out, array in -> array out (uint8 stays uint8, float
 comes back float32 in [0, 1]), path in -> PIL out, bytes in -> PNG bytes out. EXIF orientation is
-applied; an alpha channel is carried through unchanged.
+applied; an alpha channel is carried through unchanged. Animated or multi-page files (GIF, APNG,
+WebP, multi-page TIFF) give their **first frame**; pass a PIL image after ``im.seek(n)`` for
+another (``ImageSequence.Iterator(im)`` for all of them).
+
+Input guard: an encoded input (path, bytes) or a PIL image above ``max_pixels`` pixels
+(:data:`MAX_PIXELS` by default) is refused from its header, before anything is decoded, and every
+decoder failure, whatever Pillow raises, becomes :class:`~sdk.errors.InvalidImageError`. Arrays
+are held to the same limit (a broadcast view can claim any size without the memory behind it).
 """
 
 from __future__ import annotations
 
 import io
+import numbers
 import os
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from sdk.errors import ImageFormatError, InvalidImageError
+from sdk.errors import ChromaforgeError, ImageFormatError, InvalidArgumentError, InvalidImageError
 
 ImageInput = Union[Image.Image, np.ndarray, str, "os.PathLike[str]", bytes, bytearray, memoryview]
 """Anything the SDK accepts as an image."""
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"})
-"""File suffixes (lower case) treated as images when a folder is read: by the CLI and
-:mod:`sdk.folder`, the trainer's image folders and the export's parity images."""
+"""File suffixes (lower case) of the common photo formats: the trainer's image folders and the
+export's parity images read these."""
+
+FOLDER_SUFFIXES = IMAGE_SUFFIXES | frozenset({
+    ".jpe", ".jfif", ".gif", ".apng", ".avif", ".avifs", ".heic", ".heif", ".jp2", ".j2k", ".jpx",
+    ".qoi", ".tga", ".pnm", ".ppm", ".pgm", ".pbm", ".psd", ".ico", ".dds", ".sgi", ".pcx",
+})
+"""File suffixes (lower case) the CLI and :mod:`sdk.folder` take from a folder: every raster format
+a single file may have, so nothing is skipped silently (a file Pillow cannot decode here, e.g. HEIC
+without a plugin, is reported as failed). Vector and document formats (EPS, PDF) are left out."""
+
+MAX_PIXELS = 8192 * 8192
+"""Default pixel limit (67.1 MP) for encoded inputs and PIL images, checked from the header before
+decoding: far above any camera's photo, far below what a decompression bomb asks for. Callers
+raise or lift it with ``max_pixels`` (``sdk.load(max_pixels=...)``, ``sdk.fuse(..., max_pixels=...)``,
+``chromaforge --max-pixels``); ``None`` turns it off (Pillow's own bomb limit, 179 MP, still holds)."""
+
+_LUMA_TILE = 1 << 20
+"""Pixels per tile of the RGB -> luminance conversion (bounded temporary memory)."""
 
 
 @dataclass
@@ -50,10 +76,16 @@ class Decoded:
     @cached_property
     def luma(self) -> np.ndarray:
         """HxW uint8 luminance (BT.601, as PIL's ``convert("L")``), computed on first use only:
-        fusion never needs it, and at 12 MP it is a full-resolution pass."""
+        fusion never needs it, and at 12 MP it is a full-resolution pass. Converted in row tiles,
+        so the only full-size allocation is the result."""
         if self.gray is not None:
             return self.gray
-        return np.asarray(Image.fromarray(self.rgb, "RGB").convert("L"))
+        h, w = self.rgb.shape[:2]
+        out = np.empty((h, w), np.uint8)
+        rows = max(1, _LUMA_TILE // w)
+        for s in range(0, h, rows):
+            out[s:s + rows] = np.asarray(Image.fromarray(self.rgb[s:s + rows], "RGB").convert("L"))
+        return out
 
     @property
     def size(self) -> tuple[int, int]:
@@ -62,53 +94,132 @@ class Decoded:
         return arr.shape[0], arr.shape[1]
 
     def rgb_or_gray(self) -> np.ndarray:
-        """HxWx3 uint8, replicating the luminance for a grey input."""
+        """HxWx3 uint8; for a grey input a read-only view repeating the luminance (no copy)."""
         if self.rgb is not None:
             return self.rgb
-        return np.repeat(self.gray[:, :, None], 3, axis=2)
+        return np.broadcast_to(self.gray[:, :, None], self.gray.shape + (3,))
 
 
-def decode(image: ImageInput, name: str = "image") -> Decoded:
+def check_max_pixels(max_pixels: int | None) -> int | None:
+    """``max_pixels`` checked: None (no limit) or an integer >= 1.
+
+    Raises:
+        InvalidArgumentError: anything else.
+    """
+    if max_pixels is None:
+        return None
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, numbers.Integral) or max_pixels < 1:
+        raise InvalidArgumentError(f"max_pixels is {max_pixels!r}; expected an integer >= 1, or None for no limit (default {MAX_PIXELS})")
+    return int(max_pixels)
+
+
+def _check_size(size: tuple[int, int], label: str, max_pixels: int | None) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` pixels."""
+    w, h = size
+    if max_pixels is not None and w * h > max_pixels:
+        raise InvalidImageError(
+            f"{label} is {w}x{h} = {w * h / 1e6:.1f} MP, above the limit of {max_pixels} pixels; "
+            "downscale it, or pass a larger max_pixels (None for no limit) if you trust this input"
+        )
+
+
+def decode(image: ImageInput, name: str = "image", max_pixels: int | None = MAX_PIXELS) -> Decoded:
     """Bring any accepted input to a :class:`Decoded`.
 
     Args:
         image: the input (see module docstring).
         name: what to call it in error messages.
+        max_pixels: refuse an input with more pixels (for encoded inputs, from the header,
+            before decoding); None for no limit.
 
     Raises:
-        InvalidImageError: the path is missing or not an image, the bytes are not an image, or
-            the type is not one the SDK accepts.
+        InvalidImageError: the path is missing or not an image, the bytes are not an image or do
+            not decode (truncated, damaged, unsupported), the image is above ``max_pixels``, a PIL
+            image cannot be loaded (closed, or its file truncated), or the type is not one the SDK
+            accepts.
         ImageFormatError: an array has the wrong shape, dtype or range.
+        InvalidArgumentError: ``max_pixels`` is not None or an integer >= 1.
+
+    Example:
+        >>> decode(np.zeros((4, 6), np.uint8)).size
+        (4, 6)
     """
+    max_pixels = check_max_pixels(max_pixels)
     if isinstance(image, Image.Image):
+        _check_size(image.size, name, max_pixels)
+        try:
+            image.load()  # a lazily opened file may be truncated, a closed image cannot load
+        except Exception as e:
+            raise InvalidImageError(f"{name}: the PIL image cannot be loaded ({type(e).__name__}: {e}); "
+                                    "expected an open, readable image: load it before closing its file") from e
         return _from_pil(image, "pil", name)
     if isinstance(image, np.ndarray):
-        return _from_array(image, name)
+        return _from_array(image, name, max_pixels=max_pixels)
     if isinstance(image, (bytes, bytearray, memoryview)):
         data = bytes(image)
         if not data:
             raise InvalidImageError(f"{name}: got empty bytes; expected an encoded image (PNG, JPEG, ...)")
-        return _from_pil(_open(io.BytesIO(data), f"{name} (bytes)"), "bytes", name)
+        return _from_pil(_open(io.BytesIO(data), f"{name} (bytes)", max_pixels), "bytes", name)
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
+        try:
+            path = Path(image)
+            found = path.is_file()
+        except (OSError, ValueError, TypeError) as e:  # name too long, NUL byte, bytes path...
+            raise InvalidImageError(f"{name}: {image!r} is not a usable file path ({e}); pass an existing image path") from e
+        if not found:
             raise InvalidImageError(f"{name}: no file at {str(path)!r}; pass an existing image path, a PIL image, an array or bytes")
-        return _from_pil(_open(path, str(path)), "path", name)
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise InvalidImageError(f"{name}: cannot open {str(path)!r} ({e}); check its permissions") from e
+        with f:
+            return _from_pil(_open(f, str(path), max_pixels), "path", name)
     raise InvalidImageError(
         f"{name}: got {type(image).__name__}; expected a PIL.Image, a numpy array, a file path or encoded bytes"
     )
 
 
-def _open(src: object, label: str) -> Image.Image:
+_PLUGIN_HINTS = {".heic": "HEIC", ".heif": "HEIC", ".avif": "AVIF", ".avifs": "AVIF"}
+
+
+def _open(src: io.BufferedIOBase, label: str, max_pixels: int | None) -> Image.Image:
+    """Open and fully decode an encoded image (its first frame), checking its size from the header first.
+
+    Every failure of the decoder, whatever Pillow raises (OSError, SyntaxError, struct.error,
+    RuntimeError, MemoryError...), becomes InvalidImageError; the file is never left open.
+    """
     try:
-        im = Image.open(src)  # type: ignore[arg-type]
-        im.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the SDK's own limit decides
+            im = Image.open(src)
+        try:
+            _check_size(im.size, label, max_pixels)
+            im.load()
+        except BaseException:
+            im.close()
+            raise
         return im
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise InvalidImageError(f"{label} is not a readable image ({e}); expected PNG, JPEG, WebP, TIFF, BMP or another format Pillow reads") from e
+    except ChromaforgeError:
+        raise
+    except Exception as e:
+        kind = _PLUGIN_HINTS.get(Path(label).suffix.lower())
+        hint = f" ({kind} needs a Pillow built with it, or a plugin such as pillow-heif)" if kind else ""
+        raise InvalidImageError(f"{label} is not a readable image ({type(e).__name__}: {e}); "
+                                f"expected PNG, JPEG, WebP, TIFF, BMP or another format Pillow reads{hint}") from e
 
 
 def _from_pil(im: Image.Image, kind: str, name: str) -> Decoded:
+    """A loaded PIL image of any mode -> :class:`Decoded` (a mode Pillow cannot convert: ImageFormatError)."""
+    try:
+        return _convert_pil(im, kind, name)
+    except ChromaforgeError:
+        raise
+    except Exception as e:
+        raise ImageFormatError(f"{name}: cannot read a PIL image of mode {im.mode!r} ({type(e).__name__}: {e}); "
+                               "expected L, RGB, RGBA, P, I;16, I, F, CMYK or another mode Pillow converts to RGB") from e
+
+
+def _convert_pil(im: Image.Image, kind: str, name: str) -> Decoded:
     try:
         im = ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block should not make a readable image unreadable
@@ -141,7 +252,7 @@ def _from_pil(im: Image.Image, kind: str, name: str) -> Decoded:
     return Decoded(np.asarray(im), alpha, kind)
 
 
-def _from_array(arr: np.ndarray, name: str, kind: str = "array") -> Decoded:
+def _from_array(arr: np.ndarray, name: str, kind: str = "array", max_pixels: int | None = None) -> Decoded:
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
@@ -151,6 +262,7 @@ def _from_array(arr: np.ndarray, name: str, kind: str = "array") -> Decoded:
         )
     if arr.shape[0] < 1 or arr.shape[1] < 1:
         raise ImageFormatError(f"{name}: got an empty array of shape {arr.shape}; expected at least 1x1 pixels")
+    _check_size((arr.shape[1], arr.shape[0]), name, max_pixels)
     float_out = False
     if arr.dtype == np.uint8:
         u8 = arr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,10 @@ COLOR_SPACE_NOTES = {
     "input": "luma: Y of gamma-encoded sRGB in [0, 1] (the graph rescales to [-1, 1] itself)",
     "output": "ycbcr: Y in [0, 1], Cb and Cr in [-0.5, 0.5]",
 }
+MAX_WORK_SIZE = 8192
+"""Largest ``work_size`` the SDK runs (the generator's cost grows with its square)."""
+MAX_SIZE_MULTIPLE = 1024
+
 _OWNED = {"manifest_version", "name", "format", "model_file", "sha256", "bytes", "opset", "precision",
           "color_space", "styles", "work_size", "size_multiple", "io", "artifacts"}
 """Top-level keys this module writes from :class:`Manifest`'s fields; every other key is ``extra``."""
@@ -256,8 +261,11 @@ def load_manifest(model_dir: str | Path, verify: bool = True) -> Manifest:
 
     Raises:
         ModelNotFoundError: the folder, the manifest or the model file is missing.
-        ModelCorruptError: the manifest is not valid JSON, lacks a field, names a colour space
-            this SDK does not implement, or the checksum does not match.
+        ModelCorruptError: the manifest is not valid JSON, lacks a field, has a value out of range
+            (styles not a list of distinct names with ``natural``, ``size_multiple`` or
+            ``work_size`` not a sane integer, not two input names), names a colour space this SDK
+            does not implement, or the checksum does not match. (The backend then checks the
+            manifest against the model graph itself.)
 
     Example:
         >>> m = load_manifest(default_model_dir())
@@ -274,6 +282,9 @@ def load_manifest(model_dir: str | Path, verify: bool = True) -> Manifest:
         raw = json.loads(mpath.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelCorruptError(f"{mpath} is not valid JSON ({e}); re-export the model") from e
+    if not isinstance(raw, dict):
+        raise ModelCorruptError(f"{mpath} holds a JSON {type(raw).__name__}; expected an object with the model's fields: re-export the model")
+    _check_fields(raw, mpath)
     try:
         io = raw["io"]
         primary = Artifact(file=str(raw["model_file"]), format=str(raw.get("format", "onnx")),
@@ -316,6 +327,42 @@ def load_manifest(model_dir: str | Path, verify: bool = True) -> Manifest:
                 "the file is damaged or was replaced: re-export it or reinstall the package"
             )
     return m
+
+
+def _check_fields(raw: dict[str, Any], mpath: Path) -> None:
+    """The values the SDK computes with, checked before use (a wrong one would otherwise fail on
+    the first call with an untyped ONNX Runtime, ZeroDivision or Memory error, or run silently wrong).
+
+    Raises:
+        ModelCorruptError: naming the field, its value and what was expected.
+    """
+    def bad(field: str, value: Any, expected: str) -> ModelCorruptError:
+        return ModelCorruptError(f"{mpath}: {field} is {json.dumps(value)[:80]}; expected {expected}. Re-export the model "
+                                 "with `python -m export onnx` or correct manifest.json")
+
+    if "styles" in raw:  # a missing field is reported by the parser
+        styles = raw["styles"]
+        if (not isinstance(styles, list) or not styles or not all(isinstance(n, str) and n for n in styles)
+                or len(set(styles)) != len(styles)):
+            raise bad("styles", styles, "a list of distinct style names, in the order of the model's style vector")
+        if contract.NATURAL not in styles:
+            raise bad("styles", styles, f"a list that includes {contract.NATURAL!r} (plain colorization)")
+    sizes = {}
+    for field, hi in (("size_multiple", MAX_SIZE_MULTIPLE), ("work_size", MAX_WORK_SIZE)):
+        v = raw.get(field)
+        if isinstance(v, (int, float)):  # other types are reported by the parser
+            if isinstance(v, bool) or not math.isfinite(v) or v != int(v) or not 1 <= v <= hi:
+                raise bad(field, v, f"an integer in [1, {hi}]")
+            sizes[field] = int(v)
+    if len(sizes) == 2 and sizes["work_size"] < sizes["size_multiple"]:
+        raise bad("work_size", sizes["work_size"], f"at least size_multiple ({sizes['size_multiple']})")
+    io = raw.get("io")
+    if isinstance(io, dict):
+        for key, count in (("inputs", "two names (luma, style)"), ("outputs", "one or more names (ycbcr first)")):
+            names = io.get(key)
+            if key in io and (not isinstance(names, list) or not all(isinstance(n, str) and n for n in names)
+                              or (len(names) != 2 if key == "inputs" else not names)):
+                raise bad(f"io.{key}", names, f"a list of {count}")
 
 
 def verify_artifact(manifest: Manifest, artifact: Artifact) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import numbers
+import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,13 +15,20 @@ from sdk import backends, fusion, processing, stages
 from sdk.backends import Backend
 from sdk.errors import ChromaforgeError, InvalidArgumentError
 from sdk.fusion import FUSE_METHODS, fuse  # noqa: F401  (sdk.pipeline.fuse / FUSE_METHODS: older import paths)
-from sdk.io import ImageInput
+from sdk.io import MAX_PIXELS, ImageInput, check_max_pixels
 from sdk.manifest import Manifest, default_model_dir, load_manifest
 from sdk.stages import Params, StyleSpec
 
 log = logging.getLogger("sdk")
 
 ON_ERROR = ("raise", "return")
+
+MAX_BATCH = 8
+"""Default ``max_batch``: images of a list decoded, run and finished together. A longer list is
+processed in chunks, so its memory is this many images' worth, not the list's (the generator's
+activations alone take ~17.5 MB per 256² image on ONNX Runtime CPU)."""
+CHUNK_PIXELS = 32 * 2**20
+"""A chunk also closes once its decoded inputs hold this many pixels (33.5 MP, ~100 MB as RGB)."""
 
 
 class Pipeline:
@@ -43,12 +52,20 @@ class Pipeline:
             post-processing and fusion (None: ONNX Runtime's default, one per physical core;
             post-processing uses one per core, at most 8).
         verify: check the model file against the manifest's sha256.
+        max_pixels: refuse inputs with more pixels, checked from an encoded image's header before
+            decoding (default :data:`sdk.io.MAX_PIXELS`, 67 MP); None for no limit.
+        max_batch: a list is processed this many images at a time (decode, generator, finish),
+            so memory stays bounded however long the list is.
         precision: ``"fp32"`` or ``"fp16"`` to ask the backend for that precision (the FP16 ONNX
             from ``python -m export fp16``, an FP16 engine); None for the backend's default.
 
     Raises:
-        ModelNotFoundError, ModelCorruptError: the model folder is missing or damaged.
+        ModelNotFoundError, ModelCorruptError: the model folder is missing or damaged, or its
+            manifest does not fit the model graph (checked at load, with one tiny run).
         BackendUnavailableError: the requested backend cannot run here.
+        InvalidArgumentError: ``model_dir``, ``backend``, ``threads``, ``max_pixels`` or
+            ``max_batch`` of the wrong type or out of range (threads above
+            :func:`sdk.processing.max_threads` are capped, with a warning).
 
     Example:
         >>> with Pipeline(threads=2) as p:
@@ -57,10 +74,25 @@ class Pipeline:
     """
 
     def __init__(self, model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, verify: bool = True,
-                 precision: str | None = None) -> None:
+                 max_pixels: int | None = MAX_PIXELS, max_batch: int = MAX_BATCH, precision: str | None = None) -> None:
+        if model_dir is not None and not isinstance(model_dir, (str, os.PathLike)):
+            raise InvalidArgumentError(f"model_dir is {type(model_dir).__name__} {model_dir!r:.60}; expected a folder path "
+                                       "(str or pathlib.Path) written by `python -m export onnx`, or None for the bundled model")
+        if not isinstance(backend, str):
+            raise InvalidArgumentError(f"backend is {type(backend).__name__} {backend!r:.60}; expected 'auto' or a name from sdk.backends.names()")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, numbers.Integral) or max_batch < 1:
+            raise InvalidArgumentError(f"max_batch is {max_batch!r:.60}; expected an integer >= 1 (default {MAX_BATCH})")
+        threads = processing.check_threads(threads)
+        self.max_pixels = check_max_pixels(max_pixels)
+        self.max_batch = int(max_batch)
         self.manifest: Manifest = load_manifest(model_dir if model_dir is not None else default_model_dir(), verify=verify)
         self.runner: Backend = backends.create(backend, self.manifest, threads=threads, precision=precision)
-        self.workers = int(threads) if threads else processing.default_workers()
+        try:
+            stages.check_model(self.runner, self.manifest)
+        except BaseException:
+            self.runner.close()
+            raise
+        self.workers = threads or processing.default_workers()
         log.info("chromaforge: %s", self.runner.reason)
 
     # ------------------------------------------------------------------ info
@@ -118,8 +150,10 @@ class Pipeline:
     # ------------------------------------------------------------------ stages composed
     def process(self, images: Sequence[ImageInput], task: str = "colorize", params: Params | None = None,
                 names: Sequence[str] | None = None, on_error: str = "raise") -> list:
-        """prepare -> infer -> finish for a list: one generator call per working shape (within the
-        backend's maximum batch), results in input order.
+        """prepare -> infer -> finish for a list, in chunks of ``max_batch`` images (fewer when
+        their decoded pixels reach :data:`CHUNK_PIXELS`): one generator call per working shape in a
+        chunk (within the backend's maximum batch), results in input order. Only one chunk's
+        decoded inputs and generator outputs are held at a time.
 
         Args:
             images: inputs of any accepted type and size.
@@ -146,23 +180,36 @@ class Pipeline:
         params = params if params is not None else Params()
         labels = list(names) if names is not None else [f"image[{i}]" for i in range(len(images))]
         results: list = [None] * len(images)
-        jobs: list[tuple[int, stages.Job]] = []
         stages.check_options(task, params, self.manifest)  # options fail first, whatever on_error
+        chunk: list[tuple[int, stages.Job]] = []
+        pixels = 0
+
+        def run_chunk() -> None:
+            outputs = stages.infer(self.runner, [job for _, job in chunk])
+            for (i, job), out in zip(chunk, outputs):
+                try:
+                    results[i] = stages.finish(job, out, self.workers)
+                except ChromaforgeError as e:
+                    if on_error == "raise":
+                        raise
+                    results[i] = e
+            chunk.clear()
+
         for i, image in enumerate(images):
             try:
-                jobs.append((i, stages.prepare(image, task, params, self.manifest, labels[i])))
+                job = stages.prepare(image, task, params, self.manifest, labels[i], self.max_pixels)
             except ChromaforgeError as e:
                 if on_error == "raise":
                     raise
                 results[i] = e
-        outputs = stages.infer(self.runner, [job for _, job in jobs])
-        for (i, job), out in zip(jobs, outputs):
-            try:
-                results[i] = stages.finish(job, out, self.workers)
-            except ChromaforgeError as e:
-                if on_error == "raise":
-                    raise
-                results[i] = e
+                continue
+            chunk.append((i, job))
+            pixels += job.source.size[0] * job.source.size[1]
+            if len(chunk) >= self.max_batch or pixels >= CHUNK_PIXELS:
+                run_chunk()
+                pixels = 0
+        if chunk:
+            run_chunk()
         return results
 
     @staticmethod
@@ -223,9 +270,10 @@ class Pipeline:
 
     def fuse(self, content: ImageInput, stylized: ImageInput, method: str = "laplacian", detail: float = 0.7,
              detail_levels: int = 2, levels: int = 5, weight: float = 0.5):
-        """:func:`sdk.fuse` on this pipeline's ``threads`` (fusion needs no model).
+        """:func:`sdk.fuse` on this pipeline's ``threads`` and ``max_pixels`` (fusion needs no model).
 
         Example:
             >>> out = p.fuse(photo, p.stylize(photo, "pointillism"), method="laplacian", detail=1.0)
         """
-        return fusion.fuse(content, stylized, method, detail, detail_levels, levels, weight, workers=self.workers)
+        return fusion.fuse(content, stylized, method, detail, detail_levels, levels, weight, workers=self.workers,
+                           max_pixels=self.max_pixels)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -30,9 +31,9 @@ import numpy as np
 
 from sdk import contract, processing
 from sdk.backends import Backend
-from sdk.errors import BackendUnavailableError, InvalidArgumentError, UnknownStyleError
+from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError, ModelCorruptError, UnknownStyleError
 from sdk.fusion import FuseParams, fuse_rgb
-from sdk.io import Decoded, ImageInput, decode, encode
+from sdk.io import MAX_PIXELS, Decoded, ImageInput, decode, encode
 from sdk.manifest import Manifest
 
 StyleSpec = Union[str, Mapping[str, float]]
@@ -94,6 +95,8 @@ def style_vector(styles: Sequence[str], style: StyleSpec, strength: float = 1.0)
         UnknownStyleError: a name is not in ``styles``.
         InvalidArgumentError: weights are negative, not finite or all zero; strength outside [0, 1].
 
+    The result is finite, non-negative and sums to 1 for any weights that pass these checks.
+
     Example:
         >>> style_vector(("natural", "ukiyoe"), "ukiyoe", 0.25)
         array([0.75, 0.25], dtype=float32)
@@ -105,22 +108,29 @@ def style_vector(styles: Sequence[str], style: StyleSpec, strength: float = 1.0)
         blend = style
     else:
         raise InvalidArgumentError(f"style: got {type(style).__name__}; expected a name such as {names[1]!r} or a dict like {{{names[1]!r}: 0.6, {names[-1]!r}: 0.4}}")
-    vec = np.zeros(len(names), np.float32)
+    # float64 throughout, each weight scaled by the largest before summing: huge weights (1e39,
+    # 3e38 + 3e38) neither overflow float32 nor the sum, tiny ones do not vanish.
+    vec = np.zeros(len(names), np.float64)
     for name, w in blend.items():
-        if name not in names:
+        if not isinstance(name, str) or name not in names:
             raise UnknownStyleError(f"unknown style {name!r}; valid styles: {', '.join(names)}")
-        if not isinstance(w, numbers.Real) or not math.isfinite(w) or w < 0:
-            raise InvalidArgumentError(f"style weight for {name!r} is {w!r}; expected a finite number >= 0")
-        vec[names.index(name)] += float(w)
-    total = float(vec.sum())
-    if total <= 0:
+        try:
+            value = float(w) if isinstance(w, numbers.Real) else math.nan
+        except (OverflowError, ValueError, TypeError):  # an int beyond float range
+            value = math.inf
+        if not math.isfinite(value) or value < 0:
+            raise InvalidArgumentError(f"style weight for {name!r} is {reprlib.repr(w)}; expected a finite number >= 0 (weights are normalised to sum 1)")
+        vec[names.index(name)] += value
+    top = float(vec.max(initial=0.0))
+    if not top > 0:
         raise InvalidArgumentError(f"style weights {dict(blend)} sum to 0; give at least one positive weight")
-    vec /= total
+    vec /= top
+    vec /= vec.sum()
     if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
-        raise InvalidArgumentError(f"strength is {strength!r}; expected a number in [0, 1] (1 = full style, 0 = natural colorization)")
+        raise InvalidArgumentError(f"strength is {reprlib.repr(strength)}; expected a number in [0, 1] (1 = full style, 0 = natural colorization)")
     natural = np.zeros_like(vec)
     natural[names.index(contract.NATURAL)] = 1.0
-    return (strength * vec + (1.0 - strength) * natural).astype(np.float32)
+    return (float(strength) * vec + (1.0 - float(strength)) * natural).astype(np.float32)
 
 
 def check_options(task: str, params: Params, manifest: Manifest) -> np.ndarray:
@@ -137,7 +147,8 @@ def check_options(task: str, params: Params, manifest: Manifest) -> np.ndarray:
     return style_vector(manifest.styles, params.style, params.strength)
 
 
-def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, name: str = "image") -> Job:
+def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, name: str = "image",
+            max_pixels: int | None = MAX_PIXELS) -> Job:
     """Stage 1: decode ``image`` and bring it to the generator's working shape.
 
     The style is checked before the image is decoded, so a bad option fails before any I/O.
@@ -148,6 +159,7 @@ def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, na
         params: style, strength and fusion of this job.
         manifest: the model's manifest (styles, working size, size multiple).
         name: what to call the image in error messages.
+        max_pixels: refuse larger inputs (see :func:`sdk.io.decode`); None for no limit.
 
     Returns:
         A :class:`Job`; it holds no reference to a backend.
@@ -158,7 +170,7 @@ def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, na
         InvalidImageError, ImageFormatError: the input cannot be read.
     """
     style = check_options(task, params, manifest)
-    source = decode(image, name)
+    source = decode(image, name, max_pixels)
     shape = processing.work_shape(*source.size, manifest.work_size, manifest.size_multiple)
     return Job(task, source, shape, processing.resize_luma(source.luma, shape), style, params.fusion)
 
@@ -185,7 +197,7 @@ def infer(backend: Backend, jobs: Sequence[Job]) -> list[np.ndarray]:
 
     Raises:
         BackendUnavailableError: a working shape is outside what the backend accepts, the backend
-            was closed, or it returned an array of the wrong shape.
+            was closed, failed (its own exception is chained), or returned an array of the wrong shape.
     """
     caps = backend.capabilities
     dtype = np.dtype(caps.input_dtype)
@@ -198,7 +210,13 @@ def infer(backend: Backend, jobs: Sequence[Job]) -> list[np.ndarray]:
             idx = members[part]
             luma = np.stack([_pad(jobs[i].luma, shape) for i in idx])[:, None].astype(dtype, copy=False)
             style = np.stack([jobs[i].style for i in idx]).astype(dtype, copy=False)
-            result = np.asarray(backend.run(luma, style))
+            try:
+                result = np.asarray(backend.run(luma, style))
+            except ChromaforgeError:
+                raise
+            except Exception as e:  # the engine's own error types (ONNX Runtime's, CUDA's, MemoryError)
+                raise BackendUnavailableError(f"backend {backend.name!r} failed on input {luma.shape} ({type(e).__name__}: {e}); "
+                                              "check the model (sdk.load verifies it) and the device's free memory") from e
             if result.shape != (len(idx), 3) + shape:
                 raise BackendUnavailableError(
                     f"backend {backend.name!r} returned shape {result.shape} for input {luma.shape}; "
@@ -209,6 +227,42 @@ def infer(backend: Backend, jobs: Sequence[Job]) -> list[np.ndarray]:
                 h, w = jobs[i].shape
                 outputs[i] = result[j, :, :h, :w]
     return outputs
+
+
+def check_model(backend: Backend, manifest: Manifest) -> None:
+    """Run the generator once on a tiny input to prove the manifest fits the model.
+
+    The smallest working shape, ``size_multiple`` x ``2 * size_multiple`` (run as the backend
+    declares), with the natural style: the output must be [1, 3, h, w] and finite. This catches
+    what the graph's declared shapes cannot show, e.g. a ``size_multiple`` the encoder's strides do
+    not divide (the output comes back larger, or the run fails), or a style-vector length a
+    backend only checks when it runs. :class:`sdk.Pipeline` calls it on creation.
+
+    Raises:
+        ModelCorruptError: the run failed or returned the wrong shape or non-finite values.
+    """
+    m = manifest.size_multiple
+    styles = style_vector(manifest.styles, contract.NATURAL)
+    caps = backend.capabilities
+    try:
+        shape = caps.run_shape((m, 2 * m))
+    except BackendUnavailableError:
+        shape = caps.run_shape((m, m))
+    dtype = np.dtype(caps.input_dtype)
+    luma = np.full((1, 1) + shape, 0.5, dtype)
+    try:
+        out = np.asarray(backend.run(luma, styles[None].astype(dtype)))
+    except ChromaforgeError:
+        raise
+    except Exception as e:
+        raise ModelCorruptError(f"{manifest.model_path} fails on a {shape[0]}x{shape[1]} input with {len(styles)} style weights "
+                                f"({type(e).__name__}: {str(e)[:300]}); expected the manifest's {len(styles)} styles and size_multiple {m} to fit the model: "
+                                "re-export it with `python -m export onnx`") from e
+    if out.shape != (1, 3) + shape:
+        raise ModelCorruptError(f"{manifest.model_path} returns shape {out.shape} for a {shape[0]}x{shape[1]} input, expected {(1, 3) + shape}; "
+                                f"expected size_multiple {m} (manifest) to fit the model's strides: re-export it with `python -m export onnx`")
+    if not np.isfinite(out).all():
+        raise ModelCorruptError(f"{manifest.model_path} returns NaN or infinity for a plain grey input; the model file is damaged: re-export it")
 
 
 def finish(job: Job, output: np.ndarray, workers: int | None = None):

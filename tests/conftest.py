@@ -8,6 +8,8 @@ onnxruntime, so the tests exercise the same code users run, only with a smaller 
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,20 @@ def tiny_pipeline(tiny_model_dir):
     import sdk
 
     return sdk.load(tiny_model_dir, backend="onnxruntime-cpu", threads=1)
+
+
+@pytest.fixture
+def model_copy(tiny_model_dir, tmp_path) -> Path:
+    """A private copy of the tiny model folder that a test may damage."""
+    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+
+
+def edit_manifest(model_dir: Path, edit) -> None:
+    """Apply ``edit`` (a function changing the parsed JSON in place) to ``model_dir/manifest.json``."""
+    p = model_dir / "manifest.json"
+    raw = json.loads(p.read_text())
+    edit(raw)
+    p.write_text(json.dumps(raw))
 
 
 @pytest.fixture(scope="session")

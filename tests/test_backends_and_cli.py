@@ -127,7 +127,7 @@ def test_cli_colorize_single_file_subprocess(tiny_model_dir, tiny_pipeline, grey
     out = tmp_path / "result" / "out.png"
     r = run_module(*cli_args(tiny_model_dir, "colorize", str(grey_png), "-o", str(out)), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert last_json(r.stdout) == {"written": 1, "skipped_existing": 0, "backend": "onnxruntime-cpu"}
+    assert last_json(r.stdout) == {"written": 1, "skipped_existing": 0, "failed": [], "backend": "onnxruntime-cpu"}
     im = Image.open(out)
     assert im.format == "PNG" and im.size == Image.open(grey_png).size and im.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(im), np.asarray(tiny_pipeline.colorize(grey_png)))
@@ -233,7 +233,7 @@ def test_cli_fuse_two_files(photo, tmp_path, capsys):
     Image.fromarray(photo).save(content)
     Image.fromarray(np.ascontiguousarray(photo[:, ::-1])).save(stylized)
     assert cli.main(["fuse", str(content), str(stylized), "--method", "weighted", "--weight", "0.3", "-o", str(out)]) == 0
-    assert last_json(capsys.readouterr().out) == {"written": 1, "skipped_existing": 0}
+    assert last_json(capsys.readouterr().out) == {"written": 1, "skipped_existing": 0, "failed": []}
     expected = sdk.fuse(content, stylized, method="weighted", weight=0.3)
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(expected))
     assert not np.array_equal(np.asarray(expected), photo)

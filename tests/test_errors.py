@@ -4,15 +4,13 @@ and with a message that says what was expected (or lists the valid choices)."""
 from __future__ import annotations
 
 import inspect
-import json
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import sdk
+from conftest import edit_manifest
 from sdk import errors
 from sdk.errors import (
     BackendUnavailableError,
@@ -24,6 +22,7 @@ from sdk.errors import (
     ModelCorruptError,
     ModelNotFoundError,
     OutputExistsError,
+    OutputWriteError,
     UnknownStyleError,
 )
 
@@ -36,6 +35,7 @@ DOCUMENTED_BUILTINS = {
     BackendUnavailableError: RuntimeError,
     EngineMismatchError: RuntimeError,
     OutputExistsError: FileExistsError,
+    OutputWriteError: OSError,
     InvalidArgumentError: ValueError,
 }
 
@@ -276,19 +276,6 @@ def test_pipeline_fuse_validates_too(tiny_pipeline):
 
 
 # --------------------------------------------------------------------------------------- models
-@pytest.fixture
-def model_copy(tiny_model_dir, tmp_path) -> Path:
-    """A private copy of the tiny model folder that a test may damage."""
-    return Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
-
-
-def edit_manifest(model_dir: Path, edit) -> None:
-    p = model_dir / "manifest.json"
-    raw = json.loads(p.read_text())
-    edit(raw)
-    p.write_text(json.dumps(raw))
-
-
 def test_model_copy_loads(model_copy):
     """Sanity: the undamaged copy loads, so the failures below come from the damage."""
     assert sdk.load(model_copy, backend="onnxruntime-cpu", threads=1).styles()[0] == "natural"

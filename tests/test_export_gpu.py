@@ -5,7 +5,6 @@ and a Triton repository validated with Triton's own model-config protobuf."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +23,6 @@ from sdk.manifest import load_manifest, sha256_file, write_manifest
 
 H100 = DeviceInfo("NVIDIA H100 80GB HBM3", "9.0")
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def model_copy(tiny_model_dir, tmp_path) -> Path:
-    dst = tmp_path / "model"
-    shutil.copytree(tiny_model_dir, dst)
-    return dst
 
 
 def fake_engine(model_dir: Path, precision: str = "fp32", max_batch: int = 8) -> tuple[Path, dict]:

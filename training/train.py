@@ -318,13 +318,13 @@ class Trainer:
             feats = self.G.encoder(luma)  # frozen: no graph through it
         pred = self.G.styled(feats, luma, style)
         fake_rgb = ycbcr_to_rgb(pred)
-        m = cfg.loss_margin
-        if m:  # score the centre only: the generator gains nothing from treating borders differently
-            fake_rgb, luma = fake_rgb[..., m:-m, m:-m], luma[..., m:-m, m:-m]
         feats = self.vgg(fake_rgb)
         with torch.no_grad():
             content = self.vgg(luma.expand(-1, 3, -1, -1))[-1]
-        l_content = F.mse_loss(feats[-1], content) / (content.pow(2).mean() + 1e-8)
+        l_content = F.mse_loss(feats[-1], content) / (content.pow(2).mean() + 1e-8)  # whole image, borders too
+        m = cfg.loss_margin
+        if m:  # style statistics of the centre only: the borders cannot buy Gram statistics with frames
+            feats = [f[..., m // k : -(m // k), m // k : -(m // k)] for f, k in zip(feats, (1, 2, 4))]
         l_style = fake_rgb.new_zeros(())
         for li, f in enumerate(feats):
             g = losses.gram(f.float())

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from sdk import contract
 from sdk.backends import Backend, BackendSpec, Capabilities, register
 from sdk.backends import profiles as _profiles
 from sdk.errors import BackendUnavailableError, ModelCorruptError
@@ -54,7 +55,8 @@ class ORTBackend(Backend):
         io_binding: run through I/O binding with reused buffers; None: on for GPU providers.
 
     Raises:
-        ModelCorruptError: ONNX Runtime cannot load the model file, or it fails its checksum.
+        ModelCorruptError: ONNX Runtime cannot load the model file, it fails its checksum, or the
+            graph does not match the manifest (:func:`check_graph`).
         BackendUnavailableError: the session does not run on the requested provider.
 
     Example:
@@ -94,6 +96,7 @@ class ORTBackend(Backend):
                 f"asked ONNX Runtime for {provider} but the session runs on {got}; "
                 "check the CUDA/TensorRT libraries and that onnxruntime-gpu replaced onnxruntime (pip install 'chromaforge[gpu]')"
             )
+        check_graph(self.session, manifest)
         self.threads = so.intra_op_num_threads or os.cpu_count() or 1
         self.input_names = manifest.input_names
         self.output_names = list(manifest.output_names)
@@ -161,6 +164,43 @@ class ORTBackend(Backend):
             self._bound = {}
         self.session = None
         super().close()
+
+
+def check_graph(session: ort.InferenceSession, manifest: Manifest) -> None:
+    """Check the manifest against the model graph itself: input and output names, ranks, the
+    channel and style-vector sizes where the graph fixes them, and the input dtypes.
+
+    Nothing here is specific to one model file: any generator with inputs luma [N, 1, H, W] and
+    style [N, S] (S = the manifest's number of styles) and an output [N, 3, H, W] passes.
+
+    Raises:
+        ModelCorruptError: naming each mismatch (manifest value vs graph value).
+    """
+    ins = {i.name: i for i in session.get_inputs()}
+    outs = {o.name: o for o in session.get_outputs()}
+    problems = []
+    if sorted(ins) != sorted(manifest.input_names):
+        problems.append(f"inputs are {sorted(ins)} in the graph, {list(manifest.input_names)} in the manifest (expected the same names)")
+    missing = [n for n in manifest.output_names if n not in outs]
+    if missing:
+        problems.append(f"outputs {missing} of the manifest are not in the graph (expected names from {sorted(outs)})")
+    luma, style = manifest.input_names
+    expected = [(ins.get(luma), "input", luma, 4, 1, 1, "luma channels"),
+                (ins.get(style), "input", style, 2, 1, len(manifest.styles), f"style-vector length (= the manifest's {len(manifest.styles)} styles)"),
+                (outs.get(manifest.output_names[0]), "output", manifest.output_names[0], 4, 1, 3, "YCbCr channels")]
+    for arg, kind, name, rank, axis, size, what in expected:
+        if arg is None:
+            continue
+        shape = arg.shape
+        if len(shape) != rank:
+            problems.append(f"{kind} {name!r} has rank {len(shape)} {shape}, expected {rank}")
+        elif isinstance(shape[axis], int) and shape[axis] != size:
+            problems.append(f"{kind} {name!r} has {shape[axis]} on axis {axis}, expected {size} ({what})")
+        if kind == "input" and arg.type not in _ORT_DTYPES:
+            problems.append(f"input {name!r} is {arg.type}, expected tensor(float) or tensor(float16)")
+    if problems:
+        raise ModelCorruptError(f"{manifest.model_path} does not match {manifest.directory / contract.MANIFEST_NAME}: "
+                                + "; ".join(problems) + ". Re-export the model with `python -m export onnx`, or correct the manifest")
 
 
 def provider_precision(provider: str, options: dict, model_precision: str) -> str:
