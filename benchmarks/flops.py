@@ -1,6 +1,7 @@
 """FLOPs and bytes per image for the bundled generator, from its ONNX graph (the floor estimate).
 
-Usage: ``python benchmarks/flops.py [--size 256] [--batch 1]`` (needs the ``export`` extra: onnx).
+Usage: ``python benchmarks/flops.py [--size 256] [--batch 1] [--gpu "NVIDIA H100 80GB HBM3"]`` (needs the
+``export`` extra: onnx). ``--gpu`` adds the floor on that GPU from its datasheet peaks (:data:`GPU_PEAKS`).
 
 Counts 2 FLOPs per multiply-accumulate for Conv / ConvTranspose / MatMul / Gemm and one FLOP per
 output element for every other node. Bytes: weights read once, plus every intermediate tensor
@@ -73,15 +74,54 @@ def count(model_path: str, size: int, batch: int) -> dict:
     }
 
 
+GPU_PEAKS = {
+    # name substring: (dense FP16 tensor-core TFLOP/s, FP32 TFLOP/s without tensor cores, memory TB/s);
+    # vendor datasheets, no sparsity. Matched against the CUDA device name, first hit wins.
+    "H200": (989.0, 67.0, 4.8),
+    "H100 PCIe": (756.0, 51.0, 2.0),
+    "H100": (989.0, 67.0, 3.35),
+    "A100": (312.0, 19.5, 2.04),
+    "L4": (121.0, 30.3, 0.3),
+    "T4": (65.0, 8.1, 0.32),
+}
+
+
+def gpu_floor(counts: dict, gpu_name: str) -> dict | None:
+    """The floor of one generator call on a GPU: max(FLOPs / peak, bytes / bandwidth), in fp32 and fp16.
+
+    Args:
+        counts: :func:`count`'s result (for the batch and size measured).
+        gpu_name: the CUDA device name (``"NVIDIA H100 80GB HBM3"``).
+
+    Returns:
+        Floors in microseconds and which bound sets them; None for a GPU missing from :data:`GPU_PEAKS`.
+    """
+    key = next((k for k in GPU_PEAKS if k.lower() in gpu_name.lower()), None)
+    if key is None:
+        return None
+    fp16_tflops, fp32_tflops, tbps = GPU_PEAKS[key]
+    out = {"gpu": gpu_name, "peaks": {"fp16_tflops": fp16_tflops, "fp32_tflops": fp32_tflops, "tb_per_s": tbps}}
+    for prec, tflops in (("fp32", fp32_tflops), ("fp16", fp16_tflops)):
+        compute_us = counts["gflops"] * 1e9 / (tflops * 1e12) * 1e6
+        memory_us = counts[f"mbytes_{prec}"] * 1e6 / (tbps * 1e12) * 1e6
+        out[prec] = {"compute_us": compute_us, "memory_us": memory_us, "floor_us": max(compute_us, memory_us),
+                     "bound": "memory" if memory_us > compute_us else "compute"}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import sdk
 
     p = argparse.ArgumentParser(prog="python benchmarks/flops.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--gpu", default="", help="also print the floor on this GPU (a CUDA device name, e.g. 'NVIDIA H100 80GB HBM3')")
     a = p.parse_args(argv)
     man = sdk.load().manifest
-    print(json.dumps(count(str(man.model_path), a.size, a.batch), indent=2, default=float))
+    counts = count(str(man.model_path), a.size, a.batch)
+    if a.gpu:
+        counts["gpu_floor"] = gpu_floor(counts, a.gpu) or f"no peak figures for {a.gpu!r}; known: {list(GPU_PEAKS)}"
+    print(json.dumps(counts, indent=2, default=float))
     return 0
 
 

@@ -60,7 +60,7 @@ _lock = threading.Lock()
 
 
 def load(model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None,
-         max_pixels: int | None = 8192 * 8192, max_batch: int = 8) -> Pipeline:
+         max_pixels: int | None = 8192 * 8192, max_batch: int = 8, precision: str | None = None) -> Pipeline:
     """Load a model and create its backend session (once; reuse the result).
 
     Args:
@@ -72,6 +72,8 @@ def load(model_dir: str | Path | None = None, backend: str = "auto", threads: in
             checked from an encoded image's header before decoding); None for no limit.
         max_batch: images of a list processed together (default :data:`sdk.pipeline.MAX_BATCH`;
             memory stays bounded however long the list).
+        precision: ``"fp32"`` or ``"fp16"`` (e.g. the FP16 ONNX on ``onnxruntime-cuda``); None for
+            the backend's default.
 
     Returns:
         A :class:`Pipeline`; ``pipeline.backend_name`` names the backend, ``pipeline.backend_reason`` why.
@@ -84,7 +86,7 @@ def load(model_dir: str | Path | None = None, backend: str = "auto", threads: in
     """
     from sdk.pipeline import Pipeline
 
-    return Pipeline(model_dir, backend=backend, threads=threads, max_pixels=max_pixels, max_batch=max_batch)
+    return Pipeline(model_dir, backend=backend, threads=threads, max_pixels=max_pixels, max_batch=max_batch, precision=precision)
 
 
 def _pipeline() -> Pipeline:

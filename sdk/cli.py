@@ -92,7 +92,9 @@ def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
         return value if defaults else argparse.SUPPRESS  # after the command: only what is given overrides
 
     p.add_argument("--model-dir", default=d(None), help="model folder (default: the bundled model)")
-    p.add_argument("--backend", default=d("auto"), help="auto, onnxruntime-cpu, onnxruntime-cuda, onnxruntime-tensorrt")
+    p.add_argument("--backend", default=d("auto"), help="auto, tensorrt, onnxruntime-tensorrt, onnxruntime-cuda, onnxruntime-cpu")
+    p.add_argument("--precision", choices=["fp32", "fp16"], default=d(None),
+                   help="ask the backend for this precision (fp16: the FP16 ONNX or engine; default: the backend's own)")
     p.add_argument("--threads", type=int, default=d(None), help="CPU threads for inference, post-processing and fusion")
     p.add_argument("--batch-size", type=int, default=d(8), help="images per generator call when processing folders")
     p.add_argument("--max-pixels", type=int, default=d(None),
@@ -182,7 +184,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             src, pairs[src], params.method, params.detail, params.detail_levels, params.levels, params.weight, workers=args.threads,
             max_pixels=max_pixels)), "fuse")
 
-    pipe = sdk.load(args.model_dir, backend=args.backend, threads=args.threads, max_pixels=max_pixels)
+    pipe = sdk.load(args.model_dir, backend=args.backend, threads=args.threads, max_pixels=max_pixels, precision=args.precision)
     if args.command == "info":
         m = pipe.manifest
         print(json.dumps({"model_dir": str(m.directory), "styles": pipe.styles(), "work_size": m.work_size,

@@ -40,6 +40,10 @@ class BackendUnavailableError(ChromaforgeError, RuntimeError):
     """The requested backend cannot run here (missing package, provider or device)."""
 
 
+class EngineMismatchError(BackendUnavailableError):
+    """A TensorRT engine was built for another GPU or TensorRT version (the message says how to rebuild)."""
+
+
 class OutputExistsError(ChromaforgeError, FileExistsError):
     """Writing would overwrite an existing file or an input (the CLI never does that silently)."""
 

@@ -13,6 +13,7 @@ config, training, parity, versions, licence...) is carried through unchanged in
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -59,6 +60,8 @@ class Artifact:
         opset: ONNX opset (ONNX files).
         gpu, tensorrt: the GPU and TensorRT version an engine was built for (TensorRT engines).
         profiles: the engine's shape profiles (TensorRT engines).
+        compute_capability: the CUDA compute capability an engine was built for, ``"9.0"`` (engines).
+        source_sha256: checksum of the ONNX file an engine or a converted file was made from.
     """
 
     file: str
@@ -70,11 +73,13 @@ class Artifact:
     gpu: str | None = None
     tensorrt: str | None = None
     profiles: tuple[ShapeProfile, ...] = ()
+    compute_capability: str | None = None
+    source_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object for the ``artifacts`` list (unset optional fields left out)."""
         d: dict[str, Any] = {"file": self.file, "format": self.format, "precision": self.precision, "sha256": self.sha256}
-        for key in ("bytes", "opset", "gpu", "tensorrt"):
+        for key in ("bytes", "opset", "gpu", "tensorrt", "compute_capability", "source_sha256"):
             if getattr(self, key) is not None:
                 d[key] = getattr(self, key)
         if self.profiles:
@@ -90,6 +95,7 @@ class Artifact:
             file=str(d["file"]), format=str(d["format"]), precision=str(d["precision"]), sha256=str(d["sha256"]),
             bytes=_int_or_none(d.get("bytes")), opset=_int_or_none(d.get("opset")),
             gpu=d.get("gpu"), tensorrt=d.get("tensorrt"), profiles=profiles,
+            compute_capability=d.get("compute_capability"), source_sha256=d.get("source_sha256"),
         )
 
 
@@ -165,6 +171,30 @@ class Manifest:
     @property
     def model_path(self) -> Path:
         return self.directory / self.model_file
+
+    def find(self, format: str, precision: str | None = None) -> tuple[Artifact, ...]:
+        """The artifacts of a format (``"onnx"``, ``"tensorrt"``), optionally of one precision, in manifest order.
+
+        Example:
+            >>> m.find("onnx", "fp16")[0].file
+            'model.fp16.onnx'
+        """
+        return tuple(a for a in self.artifacts if a.format == format and (precision is None or a.precision == precision))
+
+    def path(self, artifact: Artifact) -> Path:
+        """Where an artifact's file lies."""
+        return self.directory / artifact.file
+
+    def with_artifact(self, artifact: Artifact) -> "Manifest":
+        """A copy listing ``artifact``: it replaces the entry for the same file, or is appended.
+
+        Raises:
+            ModelCorruptError: ``artifact`` would replace the primary model (re-export it instead).
+        """
+        if artifact.file == self.primary.file:
+            raise ModelCorruptError(f"{artifact.file} is the primary model; re-export it with `python -m export onnx` instead of replacing its entry")
+        rest = tuple(a for a in self.artifacts if a.file != artifact.file)
+        return dataclasses.replace(self, artifacts=rest + (artifact,))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document :func:`write_manifest` writes."""
@@ -333,6 +363,28 @@ def _check_fields(raw: dict[str, Any], mpath: Path) -> None:
             if key in io and (not isinstance(names, list) or not all(isinstance(n, str) and n for n in names)
                               or (len(names) != 2 if key == "inputs" else not names)):
                 raise bad(f"io.{key}", names, f"a list of {count}")
+
+
+def verify_artifact(manifest: Manifest, artifact: Artifact) -> Path:
+    """Check that an artifact's file exists and matches its checksum; returns its path.
+
+    Raises:
+        ModelNotFoundError: the file is missing.
+        ModelCorruptError: its sha256 differs from the manifest's.
+
+    Example:
+        >>> verify_artifact(m, m.find("onnx", "fp16")[0])
+        PosixPath('.../model.fp16.onnx')
+    """
+    path = manifest.path(artifact)
+    if not path.is_file():
+        raise ModelNotFoundError(f"manifest in {manifest.directory} lists {artifact.file} ({artifact.format}, {artifact.precision}), which is missing; "
+                                 "rebuild it (python -m export fp16 / trt) or copy the whole model folder")
+    actual = sha256_file(path)
+    if actual != artifact.sha256:
+        raise ModelCorruptError(f"{path} has sha256 {actual[:16]}..., the manifest expects {artifact.sha256[:16]}...; "
+                                "the file is damaged or was replaced: rebuild it with python -m export")
+    return path
 
 
 def default_model_dir() -> Path:

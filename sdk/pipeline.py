@@ -56,6 +56,8 @@ class Pipeline:
             decoding (default :data:`sdk.io.MAX_PIXELS`, 67 MP); None for no limit.
         max_batch: a list is processed this many images at a time (decode, generator, finish),
             so memory stays bounded however long the list is.
+        precision: ``"fp32"`` or ``"fp16"`` to ask the backend for that precision (the FP16 ONNX
+            from ``python -m export fp16``, an FP16 engine); None for the backend's default.
 
     Raises:
         ModelNotFoundError, ModelCorruptError: the model folder is missing or damaged, or its
@@ -72,7 +74,7 @@ class Pipeline:
     """
 
     def __init__(self, model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, verify: bool = True,
-                 max_pixels: int | None = MAX_PIXELS, max_batch: int = MAX_BATCH) -> None:
+                 max_pixels: int | None = MAX_PIXELS, max_batch: int = MAX_BATCH, precision: str | None = None) -> None:
         if model_dir is not None and not isinstance(model_dir, (str, os.PathLike)):
             raise InvalidArgumentError(f"model_dir is {type(model_dir).__name__} {model_dir!r:.60}; expected a folder path "
                                        "(str or pathlib.Path) written by `python -m export onnx`, or None for the bundled model")
@@ -84,7 +86,7 @@ class Pipeline:
         self.max_pixels = check_max_pixels(max_pixels)
         self.max_batch = int(max_batch)
         self.manifest: Manifest = load_manifest(model_dir if model_dir is not None else default_model_dir(), verify=verify)
-        self.runner: Backend = backends.create(backend, self.manifest, threads=threads)
+        self.runner: Backend = backends.create(backend, self.manifest, threads=threads, precision=precision)
         try:
             stages.check_model(self.runner, self.manifest)
         except BaseException:

@@ -59,8 +59,8 @@ def cli_args(model_dir: Path, *args: str) -> list[str]:
 
 # -------------------------------------------------------------------------------------- backends
 def test_backend_names_in_auto_order():
-    """names() lists the three ONNX Runtime backends, fastest first (auto's order)."""
-    assert backends.names() == ["onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu"]
+    """names() lists native TensorRT, then the three ONNX Runtime backends, fastest first (auto's order)."""
+    assert backends.names() == ["tensorrt", "onnxruntime-tensorrt", "onnxruntime-cuda", "onnxruntime-cpu"]
 
 
 def test_availability_reports_cpu():

@@ -15,6 +15,7 @@ from sdk import errors
 from sdk.errors import (
     BackendUnavailableError,
     ChromaforgeError,
+    EngineMismatchError,
     ImageFormatError,
     InvalidArgumentError,
     InvalidImageError,
@@ -32,6 +33,7 @@ DOCUMENTED_BUILTINS = {
     ModelNotFoundError: FileNotFoundError,
     ModelCorruptError: ValueError,
     BackendUnavailableError: RuntimeError,
+    EngineMismatchError: RuntimeError,
     OutputExistsError: FileExistsError,
     OutputWriteError: OSError,
     InvalidArgumentError: ValueError,

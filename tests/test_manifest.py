@@ -110,3 +110,28 @@ def test_importing_the_contract_needs_only_the_standard_library(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout) == []
+
+
+def test_artifact_lookup_replace_and_verify(tmp_path):
+    """find() filters by format and precision; with_artifact() replaces by file or appends, never the
+    primary; verify_artifact() checks existence and checksum; engine fields round-trip."""
+    from sdk.errors import ModelNotFoundError
+    from sdk.manifest import verify_artifact
+
+    m = make_manifest(tmp_path)
+    assert [a.file for a in m.find("onnx")] == ["model.onnx", "model.fp16.onnx"]
+    assert [a.file for a in m.find("onnx", "fp16")] == ["model.fp16.onnx"] and m.find("tensorrt", "fp32") == ()
+    engine = dataclasses.replace(m.artifacts[2], compute_capability="9.0", source_sha256=m.artifacts[1].sha256)
+    m2 = m.with_artifact(engine)
+    assert m2.artifacts[:2] == m.artifacts[:2] and m2.artifacts[2] == engine and len(m2.artifacts) == 3
+    write_manifest(m2)
+    assert load_manifest(tmp_path).artifacts[2].compute_capability == "9.0"
+    with pytest.raises(ModelCorruptError, match="primary"):
+        m.with_artifact(dataclasses.replace(m.primary, precision="fp16"))
+    assert verify_artifact(m, m.artifacts[1]) == tmp_path / "model.fp16.onnx"
+    (tmp_path / "model.fp16.onnx").write_bytes(b"tampered")
+    with pytest.raises(ModelCorruptError, match="sha256"):
+        verify_artifact(m, m.artifacts[1])
+    (tmp_path / "model.fp16.onnx").unlink()
+    with pytest.raises(ModelNotFoundError, match="missing"):
+        verify_artifact(m, m.artifacts[1])

@@ -10,18 +10,29 @@ pipeline's. :meth:`Backend.close` frees the session and device memory; backends 
 managers.
 
 How other engines fit:
-    A native TensorRT backend loads an engine listed in the manifest's artifacts and declares
-    ``input_dtype="float16"``, ``precision="fp16"``, its optimisation profiles as ``buckets`` (one
-    fixed shape per profile) or as ``min_shape``/``max_shape``, and ``max_batch`` from the profile;
-    ``close`` frees the execution context, engine and CUDA buffers. A remote (Triton) backend reads
-    the server's model config (``max_batch_size``, dims, ``TYPE_FP16``/``TYPE_FP32``) into
-    :class:`Capabilities`, sends ``run``'s arrays over HTTP/gRPC and closes its client in ``close``.
+    The native TensorRT backend (:mod:`sdk.backends.tensorrt`) loads the manifest's engine for this
+    GPU and declares the engine's input dtype, its precision, and its optimisation profiles
+    (:mod:`sdk.backends.profiles`) as ``min_shape``/``max_shape`` or ``buckets`` with ``max_batch``;
+    ``close`` frees the execution contexts, engine and CUDA buffers. A remote (Triton) backend
+    would read the server's model config (``max_batch_size``, dims, ``TYPE_FP16``/``TYPE_FP32``)
+    into :class:`Capabilities`, send ``run``'s arrays over HTTP/gRPC and close its client in
+    ``close`` (``python -m export triton`` writes such a server's repository; no Triton backend
+    ships yet).
 
 Names:
-    ``onnxruntime-cpu``, ``onnxruntime-cuda``, ``onnxruntime-tensorrt`` (the last two need the
-    ``gpu`` extra, onnxruntime-gpu, and a GPU). ``auto`` picks the first available in priority
-    order and records why in :attr:`Backend.reason`. A new backend is one module that subclasses
-    :class:`Backend` and calls :func:`register`.
+    ``tensorrt`` (native TensorRT, :mod:`sdk.backends.tensorrt`: the ``tensorrt`` extra, a GPU and
+    an engine for it in the manifest), ``onnxruntime-tensorrt``, ``onnxruntime-cuda`` (the ``gpu``
+    extra, onnxruntime-gpu, and a GPU), ``onnxruntime-cpu``. ``auto`` picks the first that is
+    available and can be created for the model, in that order, and records why in
+    :attr:`Backend.reason`. A new backend is one module that subclasses :class:`Backend` and calls
+    :func:`register`.
+
+Precision:
+    :func:`create` takes ``precision`` (``"fp32"``, ``"fp16"`` or None for the backend's default):
+    the ONNX Runtime backends then run the manifest's ONNX file of that precision (the FP16 one
+    from ``python -m export fp16``), the TensorRT provider switches its FP16 mode, the native
+    backend picks an engine of that precision. A backend that cannot honour it raises
+    :class:`~sdk.errors.BackendUnavailableError` (and ``auto`` moves on).
 """
 
 from __future__ import annotations
@@ -193,8 +204,14 @@ def availability() -> dict[str, tuple[bool, str]]:
     return {n: _REGISTRY[n].available() for n in names()}
 
 
-def create(name: str, manifest: Manifest, threads: int | None = None) -> Backend:
+def create(name: str, manifest: Manifest, threads: int | None = None, precision: str | None = None) -> Backend:
     """Create the backend ``name`` (or the best available for ``"auto"``) for a model.
+
+    Args:
+        name: a registered name or ``"auto"``.
+        manifest: the model's manifest.
+        threads: intra-op threads for CPU backends.
+        precision: ``"fp32"`` or ``"fp16"`` to ask for that precision; None for the backend's default.
 
     Raises:
         BackendUnavailableError: the name is unknown, or the backend cannot run here; the
@@ -209,7 +226,7 @@ def create(name: str, manifest: Manifest, threads: int | None = None) -> Backend
                 tried.append(f"{n}: {why}")
                 continue
             try:
-                backend = _REGISTRY[n].create(manifest, threads=threads)
+                backend = _REGISTRY[n].create(manifest, threads=threads, **_precision(precision))
             except BackendUnavailableError as e:
                 tried.append(f"{n}: {e}")
                 continue
@@ -222,11 +239,25 @@ def create(name: str, manifest: Manifest, threads: int | None = None) -> Backend
     ok, why = _REGISTRY[name].available()
     if not ok:
         raise BackendUnavailableError(f"backend {name!r} is unavailable: {why}")
-    backend = _REGISTRY[name].create(manifest, threads=threads)
+    backend = _REGISTRY[name].create(manifest, threads=threads, **_precision(precision))
     backend.reason = f"{name} requested explicitly: {why}"
     return backend
 
 
+PRECISIONS = ("fp32", "fp16")
+
+
+def _precision(precision: str | None) -> dict[str, str]:
+    """``precision`` as a keyword for a backend factory (none when None, so older factories still work)."""
+    if precision is None:
+        return {}
+    if precision not in PRECISIONS:
+        raise InvalidArgumentError(f"precision is {precision!r}; expected one of {PRECISIONS} or None for the backend's default")
+    return {"precision": precision}
+
+
 def _load_builtin() -> None:
-    if not _REGISTRY:
-        from sdk.backends import onnxruntime as _ort  # noqa: F401  (registers itself)
+    """Import the built-in backend modules (each registers itself once, on first import; a
+    backend registered under the same name before that is replaced, one registered after stays)."""
+    from sdk.backends import onnxruntime as _ort  # noqa: F401
+    from sdk.backends import tensorrt as _trt  # noqa: F401  (imports tensorrt itself only when a backend is created)
