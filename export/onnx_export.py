@@ -51,6 +51,7 @@ class ExportConfig:
         force: replace an existing model in ``out``.
         temperature: annealed-mean temperature of the colour read-out baked into the graph
             (0 keeps the checkpoint's; choose it on validation photos, lower = more colourful).
+        chroma_blur: box-filter side over the read-out chroma (-1 keeps the checkpoint's).
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
     """
@@ -66,6 +67,7 @@ class ExportConfig:
     name: str = "chromaforge"
     force: bool = False
     temperature: float = 0.0
+    chroma_blur: int = -1
     style_checkpoint: str = ""
 
 
@@ -91,13 +93,15 @@ def _read_checkpoint(path: str | Path) -> dict:
     return ck
 
 
-def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None):
+def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None,
+                   chroma_blur: int = -1):
     """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
 
     Args:
         checkpoint: ``last.pt`` of a run (colour, style, or both).
         use_ema: take the EMA weights.
         temperature: > 0 replaces the colour read-out's annealed-mean temperature.
+        chroma_blur: >= 0 replaces the read-out's box-filter side (see GeneratorConfig).
         style_checkpoint: a style-only run (``--no-colour``) whose style branch replaces the
             checkpoint's: colour and style share only the frozen encoder, so two runs join.
 
@@ -117,6 +121,8 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
                           "export it with the chromaforge release that trained it, or retrain") from None
     if temperature > 0:
         gcfg["temperature"] = temperature
+    if chroma_blur >= 0:
+        gcfg["chroma_blur"] = chroma_blur
     key = "G_ema" if use_ema else "G"
     weights = ck[key]
     if style_checkpoint is not None:
@@ -212,7 +218,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     manifest_path = out / contract.MANIFEST_NAME
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
-    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None)
+    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur)
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 

@@ -85,6 +85,8 @@ class GeneratorConfig:
         upsample: the decoder's 2x upsampling before each convolution, "nearest" or "bilinear".
         bin_step: CbCr grid step of the colour classes (0.05: about 300 in-gamut bins).
         temperature: annealed-mean temperature of the colour read-out (Zhang et al.: 0.38).
+        chroma_blur: side of a box filter over the read-out chroma at 1/4 resolution (0 or 1: none);
+            a read-out choice like the temperature, settable at export.
     """
 
     widths: tuple[int, int, int, int, int] = (128, 64, 48, 32, 16)
@@ -95,6 +97,7 @@ class GeneratorConfig:
     upsample: str = "bilinear"
     bin_step: float = 0.05
     temperature: float = 0.38
+    chroma_blur: int = 0
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
@@ -114,6 +117,8 @@ class GeneratorConfig:
             raise ValueError(f"upsample is {self.upsample!r}; expected 'nearest' or 'bilinear'")
         if len(self.widths) != 5:
             raise ValueError(f"widths has {len(self.widths)} entries; expected 5 (strides 16, 8, 4, 2, 1)")
+        if self.chroma_blur < 0 or (self.chroma_blur > 1 and self.chroma_blur % 2 == 0):
+            raise ValueError(f"chroma_blur is {self.chroma_blur}; expected 0 or an odd kernel side")
         if not 0.0 < self.temperature <= 1.0:
             raise ValueError(f"temperature is {self.temperature}; expected a value in (0, 1]")
 
@@ -238,7 +243,11 @@ class Generator(nn.Module):
         """Annealed-mean read-out: logits [N,Q,h,w] -> CbCr [N,2,h,w]."""
         # Softmax over the last axis (ONNX Runtime's Softmax on axis 1 of NCHW is ~10x slower).
         p = torch.softmax(logits.permute(0, 2, 3, 1) / self.cfg.temperature, dim=-1)  # [N,h,w,Q]
-        return (p @ self.bins).permute(0, 3, 1, 2)  # [N,2,h,w]: sum_q p_q * centre_q
+        c = (p @ self.bins).permute(0, 3, 1, 2)  # [N,2,h,w]: sum_q p_q * centre_q
+        k = self.cfg.chroma_blur
+        if k > 1:  # box filter, edges replicated: less speckle from the stride-4 features
+            c = F.avg_pool2d(F.pad(c, (k // 2,) * 4, mode="replicate"), k, stride=1)
+        return c
 
     def styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """Style branch: encoder features -> the styled image's (Y, Cb, Cr) [N,3,H,W]."""
