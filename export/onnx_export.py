@@ -52,6 +52,7 @@ class ExportConfig:
         temperature: annealed-mean temperature of the colour read-out baked into the graph
             (0 keeps the checkpoint's; choose it on validation photos, lower = more colourful).
         chroma_blur: box-filter side over the read-out chroma (-1 keeps the checkpoint's).
+        chroma_scale: factor on the read-out chroma (0 keeps the checkpoint's).
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
     """
@@ -68,6 +69,7 @@ class ExportConfig:
     force: bool = False
     temperature: float = 0.0
     chroma_blur: int = -1
+    chroma_scale: float = 0.0
     style_checkpoint: str = ""
 
 
@@ -94,7 +96,7 @@ def _read_checkpoint(path: str | Path) -> dict:
 
 
 def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None,
-                   chroma_blur: int = -1):
+                   chroma_blur: int = -1, chroma_scale: float = 0.0):
     """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
 
     Args:
@@ -102,6 +104,7 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         use_ema: take the EMA weights.
         temperature: > 0 replaces the colour read-out's annealed-mean temperature.
         chroma_blur: >= 0 replaces the read-out's box-filter side (see GeneratorConfig).
+        chroma_scale: > 0 replaces the read-out's chroma factor.
         style_checkpoint: a style-only run (``--no-colour``) whose style branch replaces the
             checkpoint's: colour and style share only the frozen encoder, so two runs join.
 
@@ -123,6 +126,8 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         gcfg["temperature"] = temperature
     if chroma_blur >= 0:
         gcfg["chroma_blur"] = chroma_blur
+    if chroma_scale > 0:
+        gcfg["chroma_scale"] = chroma_scale
     key = "G_ema" if use_ema else "G"
     weights = ck[key]
     if style_checkpoint is not None:
@@ -218,7 +223,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     manifest_path = out / contract.MANIFEST_NAME
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
-    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur)
+    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur, cfg.chroma_scale)
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 

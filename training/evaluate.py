@@ -24,9 +24,11 @@ from sdk import metrics
 from training.data import list_images
 
 
-def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = "auto", offset: int = 0) -> dict:
+def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = "auto", offset: int = 0, every: int = 1) -> dict:
     """Mean PSNR / SSIM / colourfulness / |dCF| / AuC of the model and of the grey baseline over ``photos``.
 
+    ``every`` keeps every n-th file after the offset (``every=2`` with offsets 0 and 1 splits the
+    folder in two halves: choose settings on one, report the other).
     ``offset`` skips the first files (sorted order): the trainer validates on the first
     ``--val-images`` files, so ``offset`` = that number scores only photos that never took part
     in choosing a checkpoint.
@@ -35,7 +37,7 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
         ``{"model": {...}, "baseline_grey": {...}, "ground_truth": {"colourfulness": ...}, "images": n}``
     """
     pipe = sdk.load(model_dir, backend=backend)
-    files = list_images(photos)[offset:]
+    files = list_images(photos)[offset::every]
     if limit:
         files = files[:limit]
     rows = []
@@ -57,6 +59,7 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
     return {
         "images": len(files),
         "offset": offset,
+        "every": every,
         "photos": str(photos),
         "model": {"psnr": round(m[0], 3), "ssim": round(m[1], 4), "colourfulness": round(m[2], 2),
                   "abs_dcf": round(m[6], 2), "auc": round(m[7], 2), "psnr_wins_vs_grey": int((a[:, 0] > a[:, 3]).sum())},
@@ -74,10 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--photos", default="../shared/datasets/photos/val", help="folder of colour photos")
     p.add_argument("--limit", type=int, default=0, help="use only the first N photos")
     p.add_argument("--offset", type=int, default=0, help="skip the first N photos (e.g. those used to pick a checkpoint)")
+    p.add_argument("--every", type=int, default=1, help="keep every N-th photo after the offset")
     p.add_argument("--backend", default="auto")
     p.add_argument("--json", default="", help="also write the result to this file")
     args = p.parse_args(argv)
-    result = evaluate(args.model_dir, args.photos, args.limit, args.backend, args.offset)
+    result = evaluate(args.model_dir, args.photos, args.limit, args.backend, args.offset, args.every)
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

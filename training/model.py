@@ -87,6 +87,8 @@ class GeneratorConfig:
         temperature: annealed-mean temperature of the colour read-out (Zhang et al.: 0.38).
         chroma_blur: side of a box filter over the read-out chroma at 1/4 resolution (0 or 1: none);
             a read-out choice like the temperature, settable at export.
+        chroma_scale: factor on the read-out chroma (1: none). The rebalanced classes favour
+            saturated colours; a factor < 1 trades colourfulness for fewer strong wrong colours.
     """
 
     widths: tuple[int, int, int, int, int] = (128, 64, 48, 32, 16)
@@ -98,6 +100,7 @@ class GeneratorConfig:
     bin_step: float = 0.05
     temperature: float = 0.38
     chroma_blur: int = 0
+    chroma_scale: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
@@ -119,6 +122,8 @@ class GeneratorConfig:
             raise ValueError(f"widths has {len(self.widths)} entries; expected 5 (strides 16, 8, 4, 2, 1)")
         if self.chroma_blur < 0 or (self.chroma_blur > 1 and self.chroma_blur % 2 == 0):
             raise ValueError(f"chroma_blur is {self.chroma_blur}; expected 0 or an odd kernel side")
+        if not 0.0 < self.chroma_scale <= 1.0:
+            raise ValueError(f"chroma_scale is {self.chroma_scale}; expected a value in (0, 1]")
         if not 0.0 < self.temperature <= 1.0:
             raise ValueError(f"temperature is {self.temperature}; expected a value in (0, 1]")
 
@@ -247,6 +252,8 @@ class Generator(nn.Module):
         k = self.cfg.chroma_blur
         if k > 1:  # box filter, edges replicated: less speckle from the stride-4 features
             c = F.avg_pool2d(F.pad(c, (k // 2,) * 4, mode="replicate"), k, stride=1)
+        if self.cfg.chroma_scale != 1.0:
+            c = c * self.cfg.chroma_scale
         return c
 
     def styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
