@@ -91,10 +91,12 @@ class Batcher:
             groups.setdefault(self._key(item.job), []).append(item)
         if not groups:
             return [], 3600.0
-        full = [g for g in groups.values() if len(g) >= self.max_batch]
+        # Ready: a full group, or one whose oldest job has waited max_wait; the oldest ready one goes
+        # first, so a shape that keeps filling up cannot starve the others.
+        ready = [g for g in groups.values() if len(g) >= self.max_batch or now - g[0].t >= self.max_wait_s or self._stopping]
         oldest = min(groups.values(), key=lambda g: g[0].t)
-        if full or self._stopping or now - oldest[0].t >= self.max_wait_s:
-            batch = (full[0] if full else oldest)[: self.max_batch]
+        if ready:
+            batch = min(ready, key=lambda g: g[0].t)[: self.max_batch]
             taken = {id(i) for i in batch}
             self._items = [i for i in self._items if id(i) not in taken]
             return batch, 0.0
