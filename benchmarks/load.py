@@ -68,6 +68,8 @@ def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.P
     cmd += ["serve", "--port", str(port), "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms),
             "--queue", "256", "--timeout-s", "120"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+    if args.malloc_arena_max:
+        env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -86,8 +88,12 @@ async def wait_ready(client, url: str, proc: subprocess.Popen, timeout: float = 
     raise RuntimeError(f"server not ready within {timeout} s")
 
 
-async def blast(client, url: str, n: int, concurrency: int, bodies: list[bytes]) -> tuple[list[float], dict[str, int]]:
-    """``n`` requests from ``concurrency`` clients; (latencies in s, error counts by status)."""
+async def blast(client, url: str, n: int, concurrency: int, bodies: list[bytes],
+                sample: tuple[int, list[int]] | None = None) -> tuple[list[float], dict[str, int]]:
+    """``n`` requests from ``concurrency`` clients; (latencies in s, error counts by status).
+
+    ``sample``: (pid, list) to append the server's RSS (kB) to every 10 % of the requests.
+    """
     latencies: list[float] = []
     errors: dict[str, int] = {}
     counter = iter(range(n))
@@ -106,6 +112,8 @@ async def blast(client, url: str, n: int, concurrency: int, bodies: list[bytes])
             latencies.append(time.perf_counter() - t0)
             if code != "200":
                 errors[code] = errors.get(code, 0) + 1
+            if sample is not None and (i + 1) % max(n // 10, 1) == 0:
+                sample[1].append(rss_kb(sample[0]))
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies, errors
@@ -122,7 +130,8 @@ async def run_mode(args: argparse.Namespace, mode: str, bodies: list[bytes]) -> 
             await blast(client, url, args.warmup, args.concurrency, bodies)
             rss_start = rss_kb(proc.pid)
             t0 = time.perf_counter()
-            lat, errors = await blast(client, url, args.requests, args.concurrency, bodies)
+            trace: list[int] = []
+            lat, errors = await blast(client, url, args.requests, args.concurrency, bodies, (proc.pid, trace))
             wall = time.perf_counter() - t0
             rss_end = rss_kb(proc.pid)
             metrics = (await client.get(url + "/metrics")).text
@@ -141,7 +150,8 @@ async def run_mode(args: argparse.Namespace, mode: str, bodies: list[bytes]) -> 
             "p50_ms": round(ms[0], 1), "p95_ms": round(ms[1], 1), "p99_ms": round(ms[2], 1),
             "errors": sum(errors.values()), "errors_by_status": errors, "mean_batch": round(jobs / max(batches, 1), 2),
             "rss_start_mb": round(rss_start / 1024, 1), "rss_end_mb": round(rss_end / 1024, 1),
-            "rss_growth": round(rss_end / rss_start - 1, 4), "exit_code": code}
+            "rss_growth": round(rss_end / rss_start - 1, 4), "rss_trace_mb": [round(k / 1024, 1) for k in trace],
+            "exit_code": code}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="onnxruntime-cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
+    p.add_argument("--malloc-arena-max", type=int, default=0,
+                   help="MALLOC_ARENA_MAX for the server (glibc; 0: leave as is); bounds per-thread heap arenas")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--max-rss-growth", type=float, default=None, help="exit 1 if RSS grows more than this fraction")
     args = p.parse_args(argv)

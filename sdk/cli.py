@@ -72,20 +72,6 @@ def _match_stem(root: Path, rel: Path) -> Path:
     return exact
 
 
-def _parse_style(text: str):
-    """``ukiyoe`` or ``ukiyoe=0.6,rococo=0.4``."""
-    if "=" not in text:
-        return text
-    blend = {}
-    for part in text.split(","):
-        name, _, w = part.partition("=")
-        try:
-            blend[name.strip()] = float(w)
-        except ValueError as e:
-            raise InvalidArgumentError(f"style weight {part!r} is not NAME=NUMBER; e.g. --style ukiyoe=0.6,rococo=0.4") from e
-    return blend
-
-
 def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     """The options accepted before the command and, repeated (``defaults=False``), after it."""
     def d(value):
@@ -239,7 +225,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         params = stages.Params()
     else:
         fuse = fusion.FuseParams(args.fuse, detail=args.detail) if args.fuse else None
-        params = stages.Params(_parse_style(args.style), args.strength, fuse)
+        params = stages.Params(stages.parse_style(args.style), args.strength, fuse)
     stages.check_options(args.command, params, pipe.manifest)  # fail before touching any file
     items = folder.plan(args.inputs, args.out, args.format)
     return _run_folder(args, items, folder.pipeline_process(pipe, args.command, params), args.command, backend=pipe.backend_name)

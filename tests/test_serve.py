@@ -111,6 +111,13 @@ def test_config_is_checked():
             ServeConfig(**bad)
 
 
+def test_cli_serve_refuses_bad_options(capsys):
+    from sdk.cli import main
+
+    assert main(["serve", "--max-batch", "0"]) == 2
+    assert "max_batch is 0" in capsys.readouterr().err
+
+
 def test_info_endpoints(server, tiny_pipeline):
     r = httpx.get(server + "/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ready"

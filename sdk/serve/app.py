@@ -310,20 +310,6 @@ def _number(params: dict[str, str], name: str, default: float) -> float:
     return value
 
 
-def parse_style(text: str) -> stages.StyleSpec:
-    """``ukiyoe`` or ``ukiyoe=0.6,rococo=0.4`` (422 on a malformed weight)."""
-    if "=" not in text:
-        return text.strip()
-    blend: dict[str, float] = {}
-    for part in text.split(","):
-        name, _, w = part.partition("=")
-        try:
-            blend[name.strip()] = float(w)
-        except ValueError:
-            raise HTTPError(422, f"style weight {part[:40]!r} is not NAME=NUMBER; e.g. style=ukiyoe=0.6,rococo=0.4") from None
-    return blend
-
-
 def create_app(config: ServeConfig | None = None) -> Starlette:
     """The ASGI app for ``config`` (model loaded in the background on startup; /healthz says when).
 
@@ -374,7 +360,7 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
         if method is not None and method not in FUSE_METHODS:
             raise HTTPError(422, f"fuse is {method[:40]!r}; expected one of {FUSE_METHODS} or nothing")
         fusion = FuseParams(method, detail=_number(p, "detail", 0.7)) if method else None
-        params = stages.Params(parse_style(p.get("style") or "ukiyoe"), _number(p, "strength", 1.0), fusion)
+        params = stages.Params(stages.parse_style(p.get("style") or "ukiyoe"), _number(p, "strength", 1.0), fusion)
         stages.check_options("stylize", params, service.pipe.manifest)  # 422 before decoding
         media = negotiate(request.headers.get("accept"))
         return Response(await service.run_model(images["image"], "stylize", params, media), media_type=media)
