@@ -68,8 +68,6 @@ def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.P
     cmd += ["serve", "--port", str(port), "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms),
             "--queue", "256", "--timeout-s", "120"]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    if args.malloc_arena_max:
-        env["MALLOC_ARENA_MAX"] = str(args.malloc_arena_max)
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -164,8 +162,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="onnxruntime-cpu")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
-    p.add_argument("--malloc-arena-max", type=int, default=0,
-                   help="MALLOC_ARENA_MAX for the server (glibc; 0: leave as is); bounds per-thread heap arenas")
     p.add_argument("--json", default=None, help="write the results here")
     p.add_argument("--max-rss-growth", type=float, default=None, help="exit 1 if RSS grows more than this fraction")
     args = p.parse_args(argv)
