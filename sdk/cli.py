@@ -166,7 +166,7 @@ def _serve(args: argparse.Namespace, max_pixels: int | None) -> int:
 
         raise BackendUnavailableError(f"chromaforge serve needs the serve extra ({e}); install it with pip install \"chromaforge[serve]\"") from e
     config = ServeConfig(host=args.host, port=args.port, model_dir=args.model_dir, backend=args.backend, threads=args.threads,
-                         max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue=args.queue, max_pixels=max_pixels,
+                         precision=args.precision, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue=args.queue, max_pixels=max_pixels,
                          max_body_mb=args.max_body_mb, timeout_s=args.timeout_s)
     return serve(config)
 

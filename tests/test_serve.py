@@ -208,6 +208,14 @@ def test_error_statuses(server):
     post("/v1/fuse", 422, params={"method": "median"}, files={"content": ("a.png", img, "image/png"), "stylized": ("b.png", img, "image/png")})
     post("/v1/colorize", 422, content=b"--x\r\nbroken", headers={"content-type": "multipart/form-data; boundary=x"})
     assert httpx.get(server + "/v1/colorize").status_code == 405
+    # random bodies and parameters: always a 4xx answer (or 200), never a dead worker
+    rng = np.random.default_rng(11)
+    for i in range(24):
+        body = img[: int(rng.integers(0, len(img)))] + rng.bytes(int(rng.integers(0, 64))) if i % 2 else rng.bytes(int(rng.integers(1, 4096)))
+        params = {"style": rng.choice(["ukiyoe", "x=1", "=", "ukiyoe=1e400", ",", "natural=0"]),
+                  "strength": rng.choice(["0.5", "nan", "-0", "1e9", ""]), "fuse": rng.choice(["", "weighted", "laplacian"])}
+        r = httpx.post(server + rng.choice(["/v1/colorize", "/v1/stylize", "/v1/fuse"]), params=params, content=body)
+        assert r.status_code in (200, 413, 415, 422), (params, r.status_code, r.text)
     # the worker is still fine
     assert httpx.post(server + "/v1/colorize", content=img).status_code == 200
     text = httpx.get(server + "/metrics").text

@@ -61,6 +61,7 @@ class ServeConfig:
         model_dir: model folder; None for the bundled model.
         backend: ``"auto"`` or a name from :func:`sdk.backends.names`.
         threads: CPU threads for inference and post-processing (None: the runtime's default).
+        precision: ``"fp32"`` / ``"fp16"`` to ask the backend for it; None for its default.
         max_batch: most jobs per generator call (1: no batching).
         max_wait_ms: longest a job waits for others to join its batch.
         queue: most jobs waiting for a batch; more are refused with 503.
@@ -81,6 +82,7 @@ class ServeConfig:
     model_dir: str | None = None
     backend: str = "auto"
     threads: int | None = None
+    precision: str | None = None
     max_batch: int = 8
     max_wait_ms: float = 5.0
     queue: int = 64
@@ -150,7 +152,8 @@ class Service:
         import sdk
 
         c = self.config
-        pipe = sdk.load(c.model_dir, backend=c.backend, threads=c.threads, max_pixels=c.max_pixels, max_batch=c.max_batch)
+        pipe = sdk.load(c.model_dir, backend=c.backend, threads=c.threads, max_pixels=c.max_pixels, max_batch=c.max_batch,
+                       precision=c.precision)
         grey = np.full((pipe.manifest.work_size, pipe.manifest.work_size), 128, np.uint8)
         pipe.stylize([grey] * min(2, c.max_batch), contract.NATURAL)  # warm-up: first runs allocate
         self.pipe = pipe
