@@ -27,20 +27,22 @@ from PIL import Image
 pytest.importorskip("starlette", reason="the serve extra is not installed: pip install -e '.[serve]'")
 httpx = pytest.importorskip("httpx", reason="httpx (dev extra) is not installed")
 
+from sdk.backends import Backend  # noqa: E402
 from sdk.serve.app import ServeConfig, create_app, negotiate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @contextlib.contextmanager
-def running(config: ServeConfig, wait_ready: bool = True):
-    """Run the app on a free loopback port in a thread; yields the base URL; stops on exit."""
+def running(config: ServeConfig, wait_ready: bool = True, app=None):
+    """Run the app (or ``create_app(config)``) on a free loopback port in a thread; yields the base
+    URL; stops on exit."""
     import uvicorn
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    app = create_app(config)
+    app = app or create_app(config)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
@@ -242,6 +244,29 @@ def test_queue_full_timeout_and_not_ready(tiny_model_dir):
         h = httpx.get(url + "/healthz")
         assert h.status_code == 503 and h.json()["status"] == "failed" and "missing" in h.json()["error"]
         assert httpx.post(url + "/v1/colorize", content=img).status_code == 503
+
+
+class BrokenBackend(Backend):
+    """A backend that answers with the wrong shape (a broken engine): infer raises."""
+
+    name = "broken"
+
+    def run(self, luma: np.ndarray, style: np.ndarray) -> np.ndarray:
+        return np.zeros((1, 3, 2, 2), np.float32)
+
+
+def test_backend_failure_is_a_500_and_the_worker_survives(tiny_model_dir):
+    config = ServeConfig(model_dir=str(tiny_model_dir), backend="onnxruntime-cpu", threads=1)
+    app = create_app(config)
+    img = png(grey(32, 48))
+    with running(config, app=app) as url:
+        batcher = app.state.service.batcher
+        real, batcher.runner = batcher.runner, BrokenBackend()
+        r = httpx.post(url + "/v1/colorize", content=img)
+        assert r.status_code == 500 and "broken" in r.json()["error"]
+        batcher.runner = real
+        assert httpx.post(url + "/v1/colorize", content=img).status_code == 200
+        assert httpx.get(url + "/healthz").status_code == 200
 
 
 def test_concurrent_styles_share_batches(tiny_model_dir, tiny_pipeline):
