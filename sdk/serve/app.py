@@ -182,6 +182,7 @@ class Service:
             self.pipe.close()
 
     def check_ready(self) -> None:
+        """Raise 503 (with ``Retry-After``) unless the model is loaded, warmed and not draining."""
         if not self.ready:
             why = "shutting down" if self.draining else (f"model failed to load: {self.load_error}" if self.load_error else "model loading")
             raise HTTPError(503, f"not ready ({why}); retry later", {"Retry-After": "1"})
@@ -250,14 +251,25 @@ class Service:
 
     # ------------------------------------------------------------------ work
     def prepare(self, data: bytes, task: str, params: stages.Params) -> stages.Job:
+        """:func:`sdk.stages.prepare` on a worker thread; the job's result will be pixels (not PNG bytes).
+
+        Raises:
+            InvalidImageError, InvalidArgumentError, UnknownStyleError: mapped to 415 / 422.
+        """
         job = stages.prepare(data, task, params, self.pipe.manifest, "image", self.config.max_pixels)
         job.source.kind = "array"  # finish returns pixels; the response is encoded per Accept
         return job
 
     def finish(self, job: stages.Job, output: np.ndarray, media: str) -> bytes:
+        """:func:`sdk.stages.finish`, then encoded as ``media``."""
         return encode_image(stages.finish(job, output, self.pipe.workers), media)
 
     async def run_model(self, data: bytes, task: str, params: stages.Params, media: str) -> bytes:
+        """prepare (thread) -> the batcher (shared generator call) -> finish and encode (thread).
+
+        Raises:
+            HTTPError: 503 when the queue is full or the service is not ready.
+        """
         job = await run_in_threadpool(self.prepare, data, task, params)
         self.check_ready()
         try:
