@@ -38,7 +38,7 @@ __all__ = ["colorize", "stylize", "fuse", "styles", "load", "Pipeline", "errors"
 _LAZY = {"Pipeline": "sdk.pipeline", "fuse": "sdk.fusion", "StyleSpec": "sdk.stages"}
 """Public names imported on first access (PEP 562), with the module that defines them."""
 _SUBMODULES = {"backends", "cli", "contract", "errors", "folder", "fusion", "io", "manifest", "metrics",
-               "pipeline", "processing", "stages"}
+               "pipeline", "processing", "serve", "stages"}
 
 
 def __getattr__(name: str) -> Any:

@@ -72,20 +72,6 @@ def _match_stem(root: Path, rel: Path) -> Path:
     return exact
 
 
-def _parse_style(text: str):
-    """``ukiyoe`` or ``ukiyoe=0.6,rococo=0.4``."""
-    if "=" not in text:
-        return text
-    blend = {}
-    for part in text.split(","):
-        name, _, w = part.partition("=")
-        try:
-            blend[name.strip()] = float(w)
-        except ValueError as e:
-            raise InvalidArgumentError(f"style weight {part!r} is not NAME=NUMBER; e.g. --style ukiyoe=0.6,rococo=0.4") from e
-    return blend
-
-
 def _global_options(p: argparse.ArgumentParser, defaults: bool) -> None:
     """The options accepted before the command and, repeated (``defaults=False``), after it."""
     def d(value):
@@ -136,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--out", default="chromaforge-demo", help="output folder")
     d.add_argument("--overwrite", action="store_true")
     sub.add_parser("info", help="show the model, its styles and the backend auto picks", parents=[common])
+    v = sub.add_parser("serve", help="HTTP service with dynamic batching and a browser page (the serve extra)", parents=[common])
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--max-batch", type=int, default=8, help="most images per generator call (1: no batching)")
+    v.add_argument("--max-wait-ms", type=float, default=5.0, help="longest an image waits for others to join its batch")
+    v.add_argument("--queue", type=int, default=64, help="most images waiting for a batch; more get 503 with Retry-After")
+    v.add_argument("--timeout-s", type=float, default=30.0, help="a request not answered by then gets 504")
+    v.add_argument("--max-body-mb", type=float, default=64.0, help="refuse larger request bodies (413)")
     return p
 
 
@@ -163,6 +157,20 @@ def _run_folder(args: argparse.Namespace, items: list[folder.Item], process: fol
     return 2 if summary.failed else 0
 
 
+def _serve(args: argparse.Namespace, max_pixels: int | None) -> int:
+    """``chromaforge serve``: check the options, then run the service until SIGTERM / Ctrl-C."""
+    try:
+        from sdk.serve.app import ServeConfig, serve
+    except ImportError as e:
+        from sdk.errors import BackendUnavailableError
+
+        raise BackendUnavailableError(f"chromaforge serve needs the serve extra ({e}); install it with pip install \"chromaforge[serve]\"") from e
+    config = ServeConfig(host=args.host, port=args.port, model_dir=args.model_dir, backend=args.backend, threads=args.threads,
+                         precision=args.precision, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, queue=args.queue, max_pixels=max_pixels,
+                         max_body_mb=args.max_body_mb, timeout_s=args.timeout_s)
+    return serve(config)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     import sdk
     from sdk import fusion, stages
@@ -172,6 +180,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.max_pixels is not None and args.max_pixels < 0:
         raise InvalidArgumentError(f"--max-pixels is {args.max_pixels}; expected an integer >= 1, or 0 for no limit")
     max_pixels = sdk.io.MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
+    if args.command == "serve":
+        return _serve(args, max_pixels)
     if args.command == "fuse":
         params = fusion.FuseParams(args.method, detail=args.detail, weight=args.weight)
         items = folder.plan([args.content], args.out, args.format)
@@ -215,7 +225,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         params = stages.Params()
     else:
         fuse = fusion.FuseParams(args.fuse, detail=args.detail) if args.fuse else None
-        params = stages.Params(_parse_style(args.style), args.strength, fuse)
+        params = stages.Params(stages.parse_style(args.style), args.strength, fuse)
     stages.check_options(args.command, params, pipe.manifest)  # fail before touching any file
     items = folder.plan(args.inputs, args.out, args.format)
     return _run_folder(args, items, folder.pipeline_process(pipe, args.command, params), args.command, backend=pipe.backend_name)

@@ -133,6 +133,28 @@ def style_vector(styles: Sequence[str], style: StyleSpec, strength: float = 1.0)
     return (float(strength) * vec + (1.0 - float(strength)) * natural).astype(np.float32)
 
 
+def parse_style(text: str) -> StyleSpec:
+    """A style as written on a command line or in a query string: a name, or ``name=weight,...``.
+
+    Raises:
+        InvalidArgumentError: a blend part is not ``NAME=NUMBER``.
+
+    Example:
+        >>> parse_style("ukiyoe=0.6,rococo=0.4")
+        {'ukiyoe': 0.6, 'rococo': 0.4}
+    """
+    if "=" not in text:
+        return text.strip()
+    blend: dict[str, float] = {}
+    for part in text.split(","):
+        name, _, w = part.partition("=")
+        try:
+            blend[name.strip()] = float(w)
+        except ValueError as e:
+            raise InvalidArgumentError(f"style weight {reprlib.repr(part)} is not NAME=NUMBER; e.g. ukiyoe=0.6,rococo=0.4") from e
+    return blend
+
+
 def check_options(task: str, params: Params, manifest: Manifest) -> np.ndarray:
     """Check a task and its options against the model; returns the style vector [S].
 

@@ -1,0 +1,24 @@
+"""``chromaforge serve``: an HTTP service with dynamic batching and a browser page.
+
+Needs the ``serve`` extra (``pip install "chromaforge[serve]"``: Starlette, uvicorn,
+prometheus_client, python-multipart); ``import sdk`` never imports it. See :mod:`sdk.serve.app`
+for the endpoints and :mod:`sdk.serve.batcher` for the batching.
+
+Example:
+    >>> from sdk.serve import ServeConfig, create_app
+    >>> app = create_app(ServeConfig(model_dir="models/mine", max_batch=8))   # any ASGI server runs it
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["ServeConfig", "create_app", "serve"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from sdk.serve import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module 'sdk.serve' has no attribute {name!r}")

@@ -1,0 +1,551 @@
+"""The ASGI application of ``chromaforge serve`` (Starlette on uvicorn).
+
+Endpoints:
+    ``POST /v1/colorize``, ``POST /v1/stylize`` (``style``: a name or ``ukiyoe=0.6,rococo=0.4``;
+    ``strength``; ``fuse``: laplacian, weighted or luminance; ``detail``), ``POST /v1/fuse``
+    (``content`` and ``stylized``; ``method``, ``detail``, ``weight``). The image is the raw
+    request body or the multipart field ``image``; parameters come in the query string or as
+    multipart fields. The answer is PNG, or JPEG / WebP when ``Accept`` asks for it.
+    ``GET /v1/models``, ``GET /healthz`` (200 once the model is loaded and warmed), ``GET /metrics``
+    (Prometheus), ``GET /openapi.json`` and ``GET /docs``, ``GET /`` (the browser page).
+
+Errors are JSON ``{"error": ..., "status": ...}``: 413 (body or pixels over the limit, the pixels
+read from the header before decoding), 415 (not a readable image), 422 (bad parameters, unknown
+style), 503 with ``Retry-After`` (queue full, not ready, shutting down), 504 (``timeout_s``
+passed), 500 (the backend failed; the worker keeps running).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from sdk import contract, stages
+from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError, InvalidImageError, UnknownStyleError
+from sdk.fusion import FUSE_METHODS, FuseParams, fuse_rgb
+from sdk.io import MAX_PIXELS, check_max_pixels, decode
+from sdk.serve.batcher import Batcher, QueueFullError
+
+log = logging.getLogger("sdk.serve")
+
+FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
+"""Response media types and their Pillow format names; PNG unless ``Accept`` prefers another."""
+PAGE = Path(__file__).resolve().parent / "page.html"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of the service (``chromaforge serve --help`` names them in kebab-case).
+
+    Args:
+        host, port: where to listen (loopback by default; put a load balancer in front).
+        model_dir: model folder; None for the bundled model.
+        backend: ``"auto"`` or a name from :func:`sdk.backends.names`.
+        threads: CPU threads for inference and post-processing (None: the runtime's default).
+        precision: ``"fp32"`` / ``"fp16"`` to ask the backend for it; None for its default.
+        max_batch: most jobs per generator call (1: no batching).
+        max_wait_ms: longest a job waits for others to join its batch.
+        queue: most jobs waiting for a batch; more are refused with 503.
+        max_pixels: refuse images with more pixels (413, from the header); None for no limit.
+        max_body_mb: refuse request bodies above this many MiB (413).
+        timeout_s: a request not answered by then gets 504.
+
+    Raises:
+        InvalidArgumentError: a value out of range.
+
+    Example:
+        >>> ServeConfig(port=0, max_batch=1).max_wait_ms
+        5.0
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model_dir: str | None = None
+    backend: str = "auto"
+    threads: int | None = None
+    precision: str | None = None
+    max_batch: int = 8
+    max_wait_ms: float = 5.0
+    queue: int = 64
+    max_pixels: int | None = MAX_PIXELS
+    max_body_mb: float = 64.0
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_max_pixels(self.max_pixels)
+        for name, lo in (("port", 0), ("max_batch", 1), ("queue", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (name == "port" and v > 65535):
+                raise InvalidArgumentError(f"{name} is {v!r}; expected an integer >= {lo}")
+        for name in ("max_wait_ms", "max_body_mb", "timeout_s"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (name != "max_wait_ms" and v == 0):
+                raise InvalidArgumentError(f"{name} is {v!r}; expected a finite number > 0")
+
+
+class HTTPError(Exception):
+    """An answer other than 200, with its JSON message."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def status_of(error: ChromaforgeError) -> int:
+    """The HTTP status of an SDK error: 415 unreadable image, 422 bad option, 500 backend, else 400."""
+    if isinstance(error, InvalidImageError):
+        return 415
+    if isinstance(error, (InvalidArgumentError, UnknownStyleError)):
+        return 422
+    if isinstance(error, BackendUnavailableError):
+        return 500
+    return 400
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of its own (one per app)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("chromaforge_requests", "HTTP requests by route and status", ["route", "status"], registry=self.registry)
+        self.latency = Histogram("chromaforge_request_seconds", "request latency", ["route"], registry=self.registry,
+                                 buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+        self.batch = Histogram("chromaforge_batch_size", "jobs per generator call", registry=self.registry,
+                               buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64))
+        self.depth = Gauge("chromaforge_queue_depth", "jobs waiting for a batch", registry=self.registry)
+
+
+class Service:
+    """The model, the batcher and the request handling behind the routes."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.pipe = None
+        self.batcher: Batcher | None = None
+        self.ready = False
+        self.draining = False
+        self.load_error: str | None = None
+        self._task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ lifetime
+    def _load(self) -> None:
+        import sdk
+
+        c = self.config
+        pipe = sdk.load(c.model_dir, backend=c.backend, threads=c.threads, max_pixels=c.max_pixels, max_batch=c.max_batch,
+                       precision=c.precision)
+        grey = np.full((pipe.manifest.work_size, pipe.manifest.work_size), 128, np.uint8)
+        pipe.stylize([grey] * min(2, c.max_batch), contract.NATURAL)  # warm-up: first runs allocate
+        self.pipe = pipe
+
+    async def start(self) -> None:
+        """Load and warm the model off the event loop, then start the batcher."""
+        try:
+            await asyncio.to_thread(self._load)
+        except Exception as e:  # /healthz says why; the process stays up for the operator to see
+            self.load_error = f"{type(e).__name__}: {e}"
+            log.error("chromaforge serve: model not loaded: %s", self.load_error)
+            return
+        c = self.config
+        self.batcher = Batcher(self.pipe.runner, c.max_batch, c.max_wait_ms / 1000, c.queue, self.metrics.batch.observe)
+        self._task = asyncio.create_task(self.batcher.run())
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Finish waiting jobs, stop the batcher, free the model."""
+        self.draining, self.ready = True, False
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self._task is not None:
+            await self._task
+        if self.pipe is not None:
+            self.pipe.close()
+
+    def check_ready(self) -> None:
+        """Raise 503 (with ``Retry-After``) unless the model is loaded, warmed and not draining."""
+        if not self.ready:
+            why = "shutting down" if self.draining else (f"model failed to load: {self.load_error}" if self.load_error else "model loading")
+            raise HTTPError(503, f"not ready ({why}); retry later", {"Retry-After": "1"})
+
+    # ------------------------------------------------------------------ input
+    async def body(self, request: Request) -> bytes:
+        """The request body, refused with 413 past ``max_body_mb`` (before reading it when declared)."""
+        limit = int(self.config.max_body_mb * 2**20)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise HTTPError(413, f"request body is {int(declared)} bytes, above the limit of {limit} bytes (--max-body-mb)")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPError(413, f"request body is above the limit of {limit} bytes (--max-body-mb)")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def inputs(self, request: Request, fields: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, str]]:
+        """Images (multipart fields ``fields``, or the raw body for the first) and the parameters."""
+        data = await self.body(request)
+        params = dict(request.query_params)
+        images: dict[str, bytes] = {}
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            sent = False
+
+            async def replay() -> dict[str, Any]:
+                nonlocal sent
+                if sent:
+                    return {"type": "http.disconnect"}
+                sent = True
+                return {"type": "http.request", "body": data, "more_body": False}
+
+            try:
+                async with Request(request.scope, replay).form(max_files=4, max_fields=32) as form:
+                    for key, value in form.multi_items():
+                        if isinstance(value, str):
+                            params[key] = value
+                        else:
+                            images[key] = await value.read()
+            except HTTPError:
+                raise
+            except Exception as e:  # malformed multipart
+                raise HTTPError(422, f"cannot parse the multipart body ({type(e).__name__}: {e}); send fields {list(fields)} as files") from e
+        elif data:
+            images[fields[0]] = data
+        missing = [f for f in fields if not images.get(f)]
+        if missing:
+            how = "the raw request body or a multipart field 'image'" if fields == ("image",) else "multipart file fields"
+            raise HTTPError(422, f"missing image {missing}; send it as {how}")
+        for name, raw in images.items():
+            self.probe(raw, name)
+        return images, params
+
+    def probe(self, data: bytes, name: str) -> None:
+        """413 for too many pixels, from the header alone; 415 when no decoder recognises the data."""
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+        except Exception as e:
+            raise HTTPError(415, f"{name}: not a readable image ({type(e).__name__}: {e}); send PNG, JPEG, WebP, TIFF, BMP or another format Pillow reads") from e
+        limit = self.config.max_pixels
+        if limit is not None and w * h > limit:
+            raise HTTPError(413, f"{name} is {w}x{h} = {w * h} pixels, above the limit of {limit} (--max-pixels); downscale it")
+
+    # ------------------------------------------------------------------ work
+    def prepare(self, data: bytes, task: str, params: stages.Params) -> stages.Job:
+        """:func:`sdk.stages.prepare` on a worker thread; the job's result will be pixels (not PNG bytes).
+
+        Raises:
+            InvalidImageError, InvalidArgumentError, UnknownStyleError: mapped to 415 / 422.
+        """
+        job = stages.prepare(data, task, params, self.pipe.manifest, "image", self.config.max_pixels)
+        job.source.kind = "array"  # finish returns pixels; the response is encoded per Accept
+        return job
+
+    def finish(self, job: stages.Job, output: np.ndarray, media: str) -> bytes:
+        """:func:`sdk.stages.finish`, then encoded as ``media``."""
+        return encode_image(stages.finish(job, output, self.pipe.workers), media)
+
+    async def run_model(self, data: bytes, task: str, params: stages.Params, media: str) -> bytes:
+        """prepare (thread) -> the batcher (shared generator call) -> finish and encode (thread).
+
+        Raises:
+            HTTPError: 503 when the queue is full or the service is not ready.
+        """
+        job = await run_in_threadpool(self.prepare, data, task, params)
+        self.check_ready()
+        try:
+            future = self.batcher.submit(job)
+        except QueueFullError as e:
+            raise HTTPError(503, f"server busy: {e}; retry later", {"Retry-After": "1"}) from e
+        self.metrics.depth.set(self.batcher.depth)
+        output = await future
+        return await run_in_threadpool(self.finish, job, output, media)
+
+
+def encode_image(pixels: np.ndarray, media: str) -> bytes:
+    """HxWx3 or HxWx4 uint8 -> encoded bytes of ``media`` (JPEG drops alpha)."""
+    im = Image.fromarray(pixels, "RGBA" if pixels.shape[2] == 4 else "RGB")
+    fmt = FORMATS[media]
+    if fmt == "JPEG" and im.mode == "RGBA":
+        im = im.convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **({"quality": 92} if fmt != "PNG" else {"compress_level": 1}))
+    return buf.getvalue()
+
+
+def negotiate(accept: str | None) -> str:
+    """The response media type for an ``Accept`` header: the supported type of highest q, else PNG.
+
+    Example:
+        >>> negotiate("image/webp,image/*;q=0.8")
+        'image/webp'
+    """
+    best, best_q = "image/png", -1.0
+    for i, part in enumerate((accept or "").split(",")):
+        media, *opts = [p.strip() for p in part.split(";")]
+        q = 1.0
+        for o in opts:
+            if o.startswith("q="):
+                try:
+                    q = float(o[2:])
+                except ValueError:
+                    q = 0.0
+        if media in FORMATS and q > best_q and q > 0:
+            best, best_q = media, q
+    return best
+
+
+def _number(params: dict[str, str], name: str, default: float) -> float:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise HTTPError(422, f"{name} is {raw[:40]!r}; expected a number") from None
+    return value
+
+
+def create_app(config: ServeConfig | None = None) -> Starlette:
+    """The ASGI app for ``config`` (model loaded in the background on startup; /healthz says when).
+
+    Returns:
+        A Starlette app; ``app.state.service`` is its :class:`Service`.
+
+    Example:
+        >>> uvicorn.run(create_app(ServeConfig(max_batch=8)), host="127.0.0.1", port=8000)
+    """
+    config = config or ServeConfig()
+    service = Service(config)
+    m = service.metrics
+
+    def endpoint(route: str, handler):
+        async def wrapped(request: Request) -> Response:
+            t0 = time.perf_counter()
+            try:
+                response = await asyncio.wait_for(handler(request), config.timeout_s)
+            except HTTPError as e:
+                response = JSONResponse({"error": e.message, "status": e.status}, e.status, headers=e.headers)
+            except ChromaforgeError as e:
+                code = status_of(e)
+                if code == 415 and "above the limit" in str(e):
+                    code = 413
+                response = JSONResponse({"error": str(e), "status": code}, code)
+            except asyncio.TimeoutError:
+                response = JSONResponse({"error": f"no answer within {config.timeout_s} s (--timeout-s); retry later", "status": 504}, 504)
+            except Exception as e:  # a bug or a backend failure: this request fails, the worker stays
+                log.exception("chromaforge serve: %s failed", route)
+                response = JSONResponse({"error": f"internal error ({type(e).__name__}: {e})", "status": 500}, 500)
+            if service.batcher is not None:
+                m.depth.set(service.batcher.depth)
+            m.requests.labels(route, str(response.status_code)).inc()
+            m.latency.labels(route).observe(time.perf_counter() - t0)
+            return response
+        return wrapped
+
+    async def colorize(request: Request) -> Response:
+        service.check_ready()
+        images, _ = await service.inputs(request, ("image",))
+        media = negotiate(request.headers.get("accept"))
+        return Response(await service.run_model(images["image"], "colorize", stages.Params(), media), media_type=media)
+
+    async def stylize(request: Request) -> Response:
+        service.check_ready()
+        images, p = await service.inputs(request, ("image",))
+        method = p.get("fuse") or None
+        if method is not None and method not in FUSE_METHODS:
+            raise HTTPError(422, f"fuse is {method[:40]!r}; expected one of {FUSE_METHODS} or nothing")
+        fusion = FuseParams(method, detail=_number(p, "detail", 0.7)) if method else None
+        params = stages.Params(stages.parse_style(p.get("style") or "ukiyoe"), _number(p, "strength", 1.0), fusion)
+        stages.check_options("stylize", params, service.pipe.manifest)  # 422 before decoding
+        media = negotiate(request.headers.get("accept"))
+        return Response(await service.run_model(images["image"], "stylize", params, media), media_type=media)
+
+    async def fuse(request: Request) -> Response:
+        service.check_ready()
+        images, p = await service.inputs(request, ("content", "stylized"))
+        params = FuseParams(p.get("method") or "laplacian", detail=_number(p, "detail", 0.7), weight=_number(p, "weight", 0.5))
+        media = negotiate(request.headers.get("accept"))
+
+        def work() -> bytes:
+            c = decode(images["content"], "content", config.max_pixels)
+            s = decode(images["stylized"], "stylized", config.max_pixels)
+            rgb = fuse_rgb(c.rgb_or_gray(), s.rgb_or_gray(), params, service.pipe.workers)
+            if c.alpha is not None:
+                rgb = np.concatenate([rgb, c.alpha[:, :, None]], axis=2)
+            return encode_image(rgb, media)
+
+        return Response(await run_in_threadpool(work), media_type=media)
+
+    async def models(request: Request) -> Response:
+        service.check_ready()
+        pipe = service.pipe
+        man = pipe.manifest
+        return JSONResponse({"name": man.name, "styles": pipe.styles(), "backend": pipe.backend_name, "reason": pipe.backend_reason,
+                             "precision": pipe.precision, "model_precision": man.precision, "sha256": man.sha256,
+                             "work_size": man.work_size, "fuse_methods": list(FUSE_METHODS),
+                             "config": {k: v for k, v in asdict(config).items() if k not in ("host", "port")}})
+
+    async def healthz(request: Request) -> Response:
+        if service.ready:
+            return JSONResponse({"status": "ready", "backend": service.pipe.backend_name})
+        state = "draining" if service.draining else ("failed" if service.load_error else "loading")
+        return JSONResponse({"status": state, "error": service.load_error}, 503, headers={"Retry-After": "1"})
+
+    async def metrics(request: Request) -> Response:
+        if service.batcher is not None:
+            m.depth.set(service.batcher.depth)
+        return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_spec())
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(docs_html(openapi_spec()))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        loader = asyncio.create_task(service.start())
+        try:
+            yield
+        finally:
+            await loader
+            await service.stop()
+
+    routes = [
+        Route("/v1/colorize", endpoint("/v1/colorize", colorize), methods=["POST"]),
+        Route("/v1/stylize", endpoint("/v1/stylize", stylize), methods=["POST"]),
+        Route("/v1/fuse", endpoint("/v1/fuse", fuse), methods=["POST"]),
+        Route("/v1/models", endpoint("/v1/models", models), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+        Route("/", page, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.service = service
+    return app
+
+
+_IMAGE_BODY = {"content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
+                           "multipart/form-data": {"schema": {"type": "object", "properties": {"image": {"type": "string", "format": "binary"}}}}}}
+_IMAGE_OUT = {"200": {"description": "the result (PNG; JPEG or WebP per Accept)", "content": {m: {} for m in FORMATS}},
+              "413": {"description": "body or pixels over the limit"}, "415": {"description": "not a readable image"},
+              "422": {"description": "bad parameters"}, "503": {"description": "queue full or not ready (Retry-After)"},
+              "504": {"description": "timeout"}}
+
+
+def _query(name: str, kind: str, text: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The service's OpenAPI 3.1 description (served at ``/openapi.json``)."""
+    from sdk import __version__
+
+    fuse_body = {"content": {"multipart/form-data": {"schema": {"type": "object", "required": ["content", "stylized"], "properties": {
+        "content": {"type": "string", "format": "binary"}, "stylized": {"type": "string", "format": "binary"}}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "chromaforge", "version": __version__, "description": "Colorize grey photos and render painting styles."},
+        "paths": {
+            "/v1/colorize": {"post": {"summary": "Colorize an image (natural style)", "requestBody": _IMAGE_BODY, "responses": _IMAGE_OUT}},
+            "/v1/stylize": {"post": {"summary": "Render an image in a style or a blend", "requestBody": _IMAGE_BODY, "responses": _IMAGE_OUT,
+                                     "parameters": [_query("style", "string", "a name (GET /v1/models) or a blend ukiyoe=0.6,rococo=0.4"),
+                                                    _query("strength", "number", "0..1, 1 = full style"),
+                                                    _query("fuse", "string", "laplacian, weighted or luminance (optional)"),
+                                                    _query("detail", "number", "0..1, detail restored by fuse=laplacian")]}},
+            "/v1/fuse": {"post": {"summary": "Blend a stylized image with its original", "requestBody": fuse_body, "responses": _IMAGE_OUT,
+                                  "parameters": [_query("method", "string", "laplacian, weighted or luminance"),
+                                                 _query("detail", "number", "0..1"), _query("weight", "number", "0..1")]}},
+            "/v1/models": {"get": {"summary": "Styles, backend and why, precision, model checksum", "responses": {"200": {"description": "JSON"}}}},
+            "/healthz": {"get": {"summary": "200 once the model is loaded and warmed, else 503", "responses": {"200": {"description": "ready"}, "503": {"description": "not ready"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text exposition format"}}}},
+        },
+    }
+
+
+def docs_html(spec: dict[str, Any]) -> str:
+    """A self-contained HTML page listing the endpoints of ``spec`` (no external assets)."""
+    import html
+
+    rows = []
+    for path, ops in spec["paths"].items():
+        for verb, op in ops.items():
+            params = ", ".join(f"<code>{html.escape(p['name'])}</code>: {html.escape(p['description'])}" for p in op.get("parameters", []))
+            codes = ", ".join(op.get("responses", {}))
+            rows.append(f"<tr><td><b>{verb.upper()}</b> <code>{html.escape(path)}</code></td><td>{html.escape(op['summary'])}"
+                        f"{'<br>' + params if params else ''}</td><td>{codes}</td></tr>")
+    return ("<!doctype html><meta charset=utf-8><title>chromaforge API</title>"
+            "<style>body{font:14px sans-serif;margin:2em}td{border-top:1px solid #ccc;padding:6px;vertical-align:top}</style>"
+            f"<h1>chromaforge API {html.escape(spec['info']['version'])}</h1><p>Machine-readable: <a href=/openapi.json>/openapi.json</a></p>"
+            f"<table>{''.join(rows)}</table>")
+
+
+MALLOC_ARENAS = 2
+"""glibc heap arenas of the serving process (its default is 8 per core). Every worker thread that
+decodes or encodes an image would otherwise get an arena of its own, and the process's RSS crept up
+by 8-12 % over 10,000 requests (fragmentation, not a leak); with 2 it stays flat and is as fast
+(benchmarks/README.md, "Service load"). ``MALLOC_ARENA_MAX`` in the environment takes precedence."""
+
+
+def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's heap arenas for this process (``mallopt(M_ARENA_MAX)``); False where not glibc
+    or ``MALLOC_ARENA_MAX`` is set already. Call it before worker threads start."""
+    import ctypes
+    import ctypes.util
+    import os
+
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
+    except (OSError, AttributeError):  # musl, macOS, Windows: nothing to do
+        return False
+
+
+def serve(config: ServeConfig) -> int:
+    """Run the service until SIGINT / SIGTERM; in-flight requests finish first. Returns 0.
+
+    Example:
+        >>> serve(ServeConfig(port=8000))
+    """
+    import uvicorn
+
+    limit_malloc_arenas()
+    server = uvicorn.Server(uvicorn.Config(create_app(config), host=config.host, port=config.port, log_level="warning",
+                                           timeout_graceful_shutdown=max(config.timeout_s, 1.0), access_log=False))
+    # uvicorn re-raises SIGTERM / SIGINT once its graceful shutdown is done, to the handlers found
+    # at start: quiet ones make that the end of a clean run (exit 0, no KeyboardInterrupt trace).
+    main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
