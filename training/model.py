@@ -270,15 +270,22 @@ class Generator(nn.Module):
         y = (luma + torch.tanh(o[:, :1])).clamp(0.0, 1.0)
         return torch.cat([y, 0.5 * torch.tanh(o[:, 1:])], dim=1)
 
+    def natural(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Colour decoder: encoder features -> (natural colorization (Y, Cb, Cr) [N,3,H,W], logits [N,Q,H/4,W/4]).
+
+        Already inside the output box (Y is the input, the chroma a mean of in-gamut bin centres).
+        """
+        logits = self.colour_logits(feats, style)
+        cbcr = F.interpolate(self.chroma(logits), scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,2,H,W]
+        return torch.cat([luma, cbcr], dim=1), logits
+
     def forward(self, luma: torch.Tensor, style: torch.Tensor, return_logits: bool = False):
         """(luma [N,1,H,W] in [0,1], H and W multiples of 32; style [N,S]) -> YCbCr [N,3,H,W].
 
         ``return_logits`` also returns the colour logits (for training).
         """
         feats = self.encoder(luma)
-        logits = self.colour_logits(feats, style)
-        cbcr = F.interpolate(self.chroma(logits), scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,2,H,W]
-        natural = torch.cat([luma, cbcr], dim=1)  # [N,3,H,W]
+        natural, logits = self.natural(feats, luma, style)
         g = (1.0 - style[:, :1])[:, :, None, None]  # [N,1,1,1]: 0 for natural colorization
         out = (1.0 - g) * natural + g * self.styled(feats, luma, style)  # exact at both ends
         out = torch.cat([out[:, :1].clamp(0.0, 1.0), out[:, 1:].clamp(-0.5, 0.5)], dim=1)  # [N,3,H,W]: Y, Cb, Cr

@@ -213,8 +213,9 @@ class Trainer:
         picked = json.loads(cache.read_text()) if cache.is_file() else {}
         for idx, bank in self.paintings.items():
             name = contract.STYLES[idx]
-            if len(picked.get(name, [])) == self.cfg.style_exemplars and all(f in {p.name for p in bank.files} for f in picked[name]):
-                order = [[p.name for p in bank.files].index(f) for f in picked[name]]
+            index = {p.name: i for i, p in enumerate(bank.files)}
+            if len(picked.get(name, [])) == self.cfg.style_exemplars and all(f in index for f in picked[name]):
+                order = [index[f] for f in picked[name]]
                 bank.images = [bank.images[i] for i in order]
                 bank.files = [bank.files[i] for i in order]
                 log.info("%s exemplars (from %s): %s", name, cache, picked[name])
@@ -283,12 +284,17 @@ class Trainer:
         return path
 
     # ---------------------------------------------------------------- steps
+    def _encode(self, luma: torch.Tensor) -> list[torch.Tensor]:
+        """Encoder features; no autograd graph through the encoder while it is frozen."""
+        with torch.set_grad_enabled(self.cfg.lr_encoder > 0):
+            return self.G.encoder(luma)
+
     def _colour_losses(self, rgb: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
         cfg = self.cfg
         ycc = rgb_to_ycbcr(rgb)
         luma = ycc[:, :1]
         style = one_hot_style(torch.zeros(len(rgb), dtype=torch.long, device=self.device))
-        pred, logits = self.G(luma, style, return_logits=True)
+        pred, logits = self.G.natural(self._encode(luma), luma, style)  # the style branch is weighted 0 here: skip it
         fake_rgb = ycbcr_to_rgb(pred)
         true4 = F.avg_pool2d(ycc[:, 1:], 4)  # [N,2,H/4,W/4]: the colour head's resolution
         ce = losses.colour_ce(logits, true4, self.bins, self.class_weights, 0.5 * cfg.bin_step)
@@ -314,9 +320,7 @@ class Trainer:
         assert self.vgg is not None
         luma = rgb_to_ycbcr(rgb)[:, :1]
         style = one_hot_style(labels)
-        with torch.set_grad_enabled(cfg.lr_encoder > 0):
-            feats = self.G.encoder(luma)  # frozen: no graph through it
-        pred = self.G.styled(feats, luma, style)
+        pred = self.G.styled(self._encode(luma), luma, style)
         fake_rgb = ycbcr_to_rgb(pred)
         feats = self.vgg(fake_rgb)
         with torch.no_grad():
