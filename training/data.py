@@ -9,6 +9,7 @@ colour set are skipped (they teach grey output), both by mode and by measured ch
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,14 @@ def load_rgb(path: Path, load_size: int) -> np.ndarray | None:
     return None if is_grayscale(arr) else arr
 
 
+def select_files(root: str | Path, limit: int | None = None) -> list[Path]:
+    """:func:`list_images`, thinned to at most ``limit`` evenly spaced files when a limit is given."""
+    files = list_images(root)
+    if limit is not None and len(files) > limit:
+        files = [files[i] for i in np.linspace(0, len(files) - 1, limit).astype(int)]
+    return files
+
+
 class ImageBank:
     """Decoded colour images of one folder, with random crops for training.
 
@@ -61,15 +70,15 @@ class ImageBank:
         root: folder searched recursively for images.
         load_size: short side images are reduced to when loaded.
         limit: keep at most this many files (evenly spaced), for quick runs.
+        files: load exactly these files instead of searching ``root`` (a rank's share of
+            :func:`select_files`, chosen exemplars); ``root`` then only names the set in messages.
 
     Raises:
         FileNotFoundError: the folder is missing. ValueError: it holds no usable colour image.
     """
 
-    def __init__(self, root: str | Path, load_size: int = 256, limit: int | None = None) -> None:
-        files = list_images(root)
-        if limit is not None and len(files) > limit:
-            files = [files[i] for i in np.linspace(0, len(files) - 1, limit).astype(int)]
+    def __init__(self, root: str | Path, load_size: int = 256, limit: int | None = None, files: Sequence[Path] | None = None) -> None:
+        files = select_files(root, limit) if files is None else list(files)
         self.images: list[np.ndarray] = []
         self.files: list[Path] = []
         self.skipped: list[Path] = []

@@ -8,7 +8,9 @@ optionally adversarial against that style's paintings). One projection discrimin
 both when its weights are non-zero: class 0 is "real photo", class k style k. The MobileNetV2
 encoder is frozen unless ``lr_encoder`` > 0.
 
-Run ``python -m training --help`` for the flags; each is a field of :class:`TrainConfig`.
+Run ``python -m training --help`` for the flags; each is a field of :class:`TrainConfig`. The same
+command runs on several processes with ``torchrun --nproc-per-node N -m training ...`` (DDP; see
+:mod:`training.distributed`): ``batch`` and ``style_batch`` are then per process.
 """
 
 from __future__ import annotations
@@ -17,18 +19,20 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
 from sdk import contract, metrics, processing
-from training import losses
-from training.data import ImageBank, list_images
+from training import distributed, losses
+from training.data import ImageBank, list_images, select_files
 from training.model import Discriminator, Generator, GeneratorConfig, one_hot_style, rgb_to_ycbcr, ycbcr_to_rgb
 
 log = logging.getLogger(__name__)
@@ -131,16 +135,75 @@ def to_tensor(batch_u8: np.ndarray, device: torch.device) -> torch.Tensor:
     return torch.from_numpy(np.require(batch_u8, requirements="W")).to(device).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-class Trainer:
-    """Holds the models, optimisers, data and state of one run."""
+class GeneratorStep(nn.Module):
+    """The generator's part of one training step as a single forward: DDP averages gradients for
+    what one forward used, so the colour batch and the style batch go through one call.
 
-    def __init__(self, cfg: TrainConfig) -> None:
+    Args:
+        G: the generator (its frozen encoder runs without an autograd graph).
+        train_encoder: build the graph through the encoder too (``lr_encoder`` > 0).
+    """
+
+    def __init__(self, G: Generator, train_encoder: bool) -> None:
+        super().__init__()
+        self.G = G
+        self.train_encoder = train_encoder
+
+    def _encode(self, luma: torch.Tensor) -> list[torch.Tensor]:
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            return self.G.encoder(luma)
+
+    def forward(self, luma_c: torch.Tensor | None, luma_s: torch.Tensor | None, style_s: torch.Tensor | None):
+        """Returns (natural YCbCr [N,3,H,W], colour logits [N,H/4,W/4,Q], styled YCbCr [M,3,H',W']),
+        None for a batch not given. ``luma_c`` [N,1,H,W] runs the natural output only (the style
+        branch is weighted 0 there); ``luma_s`` [M,1,H',W'] with ``style_s`` [M,S] the styled one."""
+        pred_c = logits = pred_s = None
+        if luma_c is not None:
+            natural = one_hot_style(torch.zeros(len(luma_c), dtype=torch.long, device=luma_c.device))
+            pred_c, logits = self.G.natural(self._encode(luma_c), luma_c, natural)
+        if luma_s is not None:
+            pred_s = self.G.styled(self._encode(luma_s), luma_s, style_s)
+        return pred_c, logits, pred_s
+
+
+class DiscriminatorStep(nn.Module):
+    """The discriminator's hinge loss of one step as a single forward (real and fake, photos and
+    paintings), for the same reason as :class:`GeneratorStep`."""
+
+    def __init__(self, D: Discriminator) -> None:
+        super().__init__()
+        self.D = D
+
+    def forward(self, real_c: torch.Tensor, fake_c: torch.Tensor | None, real_p: torch.Tensor | None,
+                fake_p: torch.Tensor | None, labels: torch.Tensor | None) -> torch.Tensor:
+        loss = real_c.new_zeros(())
+        if fake_c is not None:
+            zeros = torch.zeros(len(real_c), dtype=torch.long, device=real_c.device)
+            loss = loss + losses.d_hinge(self.D(real_c, zeros), self.D(fake_c, zeros[: len(fake_c)]))
+        if real_p is not None:
+            loss = loss + losses.d_hinge(self.D(real_p, labels), self.D(fake_p, labels))
+        return loss
+
+
+class Trainer:
+    """Holds the models, optimisers, data and state of one run.
+
+    Args:
+        cfg: the run's configuration.
+        dist: this process's place in a torchrun job (:func:`training.distributed.setup`); None
+            for a single process.
+        device: the device from :func:`training.distributed.setup`; None resolves ``cfg.device``.
+    """
+
+    def __init__(self, cfg: TrainConfig, dist: distributed.Dist | None = None, device: torch.device | None = None) -> None:
         self.cfg = cfg
-        self.device = resolve_device(cfg.device)
+        self.dist = dist or distributed.Dist()
+        self.device = device or resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
-        torch.manual_seed(cfg.seed)
-        self.rng = np.random.default_rng(cfg.seed)
+        torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+        self.rng = self._rank_rng(0)
+        self.shared_rng = self._shared_rng(0)
         self.out = Path(cfg.out)
         self.out.mkdir(parents=True, exist_ok=True)
 
@@ -160,12 +223,15 @@ class Trainer:
         self.step = 0
         self.history: list[dict[str, float]] = []
 
-        limit = cfg.photo_limit or None
-        self.photos = ImageBank(cfg.photos, cfg.load_size, limit)
+        # Each rank loads only its share of the photos (a DistributedSampler over the file list).
+        self.photos = ImageBank(cfg.photos, cfg.load_size, files=distributed.shard(select_files(cfg.photos, cfg.photo_limit or None), self.dist))
         self.bins = self.G.bins
-        prior = losses.chroma_prior(self.photos.images, self.bins.cpu(), seed=cfg.seed)
+        prior = losses.chroma_prior(self.photos.images, self.bins.cpu(), seed=cfg.seed + self.dist.rank)
+        # The colour-bin prior over all ranks' photos (weighted by their counts): one set of class weights everywhere.
+        both = self.dist.all_reduce_sum(torch.cat([prior.double() * len(self.photos), torch.tensor([float(len(self.photos))], dtype=torch.float64)]))
+        prior = (both[:-1] / both[-1]).float()
         self.class_weights = losses.rebalance_weights(prior, self.bins.cpu(), cfg.rebalance_lambda, cfg.bin_step).to(self.device)
-        self.val_files = list_images(cfg.val_photos)[: cfg.val_images] if cfg.val_photos else []
+        self.val_files = list_images(cfg.val_photos)[: cfg.val_images] if cfg.val_photos and self.dist.is_main else []
         self.paintings: dict[int, ImageBank] = {}
         self.vgg: losses.VGGFeatures | None = None
         self.style_grams: dict[int, list[torch.Tensor]] = {}
@@ -174,7 +240,8 @@ class Trainer:
             for name in PAINTING_STYLES:
                 idx = contract.STYLES.index(name)
                 folder = Path(cfg.styles_root) / name / cfg.style_split
-                self.paintings[idx] = ImageBank(folder, cfg.load_size, cfg.style_limit or None)
+                files = distributed.shard(select_files(folder, cfg.style_limit or None), self.dist)
+                self.paintings[idx] = ImageBank(folder, cfg.load_size, files=files)
             self._style_targets()
 
         self.G_ema.load_state_dict(self.G.state_dict())
@@ -183,56 +250,103 @@ class Trainer:
         elif cfg.init:
             self._load(cfg.init, full=False)
         self.amp = self.device.type == "cuda"
+        # The modules the steps call: DDP-wrapped under torchrun (wrapped after loading, so every
+        # rank starts from the same weights; checkpoints keep saving the unwrapped self.G / self.D).
+        self.g_step: nn.Module = GeneratorStep(self.G, cfg.lr_encoder > 0)
+        self.d_step: nn.Module = DiscriminatorStep(self.D)
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            import inspect
+
+            # find_unused_parameters: a colour step leaves the style branch unused and a style step the colour decoder.
+            # No buffer sync per forward: the only buffers are constants (the chroma bins).
+            no_sync = "forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters else "broadcast_buffers"
+            kw = {"device_ids": [self.device.index] if self.device.type == "cuda" else None, "find_unused_parameters": True, no_sync: False}
+            self.g_step = DDP(self.g_step, **kw)
+            if self.use_d:
+                self.d_step = DDP(self.d_step, **kw)
+
+    def _rank_rng(self, step: int) -> np.random.Generator:
+        """This rank's generator for crops and style labels at ``step``: rank 0 draws what a
+        single-process run draws; other ranks have their own seeds."""
+        seed = self.cfg.seed + step
+        return np.random.default_rng(seed if self.dist.rank == 0 else (seed, self.dist.rank))
+
+    def _shared_rng(self, step: int) -> np.random.Generator:
+        """A generator identical on every rank, for decisions all ranks must take together (style step or not)."""
+        return np.random.default_rng((self.cfg.seed, step, 7))
 
     # ---------------------------------------------------------------- setup
     @torch.no_grad()
     def _style_targets(self) -> None:
-        """Mean Gram matrices per style over random crops of its paintings (or of its exemplars)."""
+        """Mean Gram matrices per style over random crops of its paintings (or of its exemplars).
+
+        Under DDP each rank takes its share of the crops from its own paintings; the sums are
+        all-reduced, so every rank gets the same targets (checked below).
+        """
         assert self.vgg is not None
         if self.cfg.style_exemplars:
             self._pick_exemplars()
+        n = math.ceil(self.cfg.gram_samples / self.dist.world_size)  # this rank's crops
         for idx, bank in self.paintings.items():
             acc = None
-            n = self.cfg.gram_samples
             for start in range(0, n, 16):
                 scale = (self.cfg.painting_scale, self.cfg.painting_scale)  # 1.75 x 128 = the paintings' own 224 px
                 crops = to_tensor(bank.batch(self.rng, min(16, n - start), self.cfg.size, scale), self.device)
                 grams = [losses.gram(f).sum(0) for f in self.vgg(crops)]
                 acc = grams if acc is None else [a + g for a, g in zip(acc, grams)]
-            self.style_grams[idx] = [a / n for a in acc]
+            self.style_grams[idx] = [self.dist.all_reduce_sum(a) / (n * self.dist.world_size) for a in acc]
+        if self.dist.enabled:
+            sums = self.dist.gather_objects([float(g.double().sum()) for k in sorted(self.style_grams) for g in self.style_grams[k]])
+            if any(s != sums[0] for s in sums):
+                raise RuntimeError(f"style targets differ between ranks: {sums}")
+            log.info("style targets identical on %d ranks", self.dist.world_size)
 
     @torch.no_grad()
     def _pick_exemplars(self) -> None:
         """Keep, per style, the ``style_exemplars`` paintings nearest the school's mean Gram.
 
         A mean Gram over a whole school averages its textures away (palette and wash, no strokes);
-        the paintings nearest that mean are typical of the school and carry real brushwork.
+        the paintings nearest that mean are typical of the school and carry real brushwork. The
+        pick is cached in ``exemplars.json`` (written by rank 0). Under DDP each rank scores the
+        candidates of its own share against the mean over all ranks, the scores are gathered and
+        every rank takes the same exemplars, loading those files itself.
         """
-        size = round(self.cfg.size * self.cfg.painting_scale)
         cache = self.out / "exemplars.json"
         picked = json.loads(cache.read_text()) if cache.is_file() else {}
         for idx, bank in self.paintings.items():
             name = contract.STYLES[idx]
-            index = {p.name: i for i, p in enumerate(bank.files)}
-            if len(picked.get(name, [])) == self.cfg.style_exemplars and all(f in index for f in picked[name]):
-                order = [index[f] for f in picked[name]]
-                bank.images = [bank.images[i] for i in order]
-                bank.files = [bank.files[i] for i in order]
-                log.info("%s exemplars (from %s): %s", name, cache, picked[name])
-                continue
-            feats = []
-            cand = np.linspace(0, len(bank.images) - 1, min(256, len(bank.images))).astype(int).tolist()  # candidates, evenly spaced
-            for start in range(0, len(cand), 32):
-                chunk = [np.asarray(Image.fromarray(bank.images[i]).resize((size, size), Image.BILINEAR)) for i in cand[start : start + 32]]
-                grams = [losses.gram(f) for f in self.vgg(to_tensor(np.stack(chunk), self.device))]
-                feats.append(torch.cat([g.flatten(1) / g.flatten(1).norm(dim=1, keepdim=True) for g in grams], dim=1))
-            f = torch.cat(feats)
-            order = [cand[i] for i in (f - f.mean(0)).norm(dim=1).argsort()[: self.cfg.style_exemplars].tolist()]
-            log.info("%s exemplars: %s", contract.STYLES[idx], [bank.files[i].name for i in order])
-            bank.images = [bank.images[i] for i in order]
-            bank.files = [bank.files[i] for i in order]
-            picked[name] = [p.name for p in bank.files]
-        cache.write_text(json.dumps(picked, indent=1))
+            folder = Path(self.cfg.styles_root) / name / self.cfg.style_split
+            by_name = {p.name: p for p in select_files(folder, self.cfg.style_limit or None)}
+            names = picked.get(name, [])
+            if len(names) == self.cfg.style_exemplars and all(f in by_name for f in names):
+                log.info("%s exemplars (from %s): %s", name, cache, names)
+            else:
+                names = self._nearest_mean(bank)
+                log.info("%s exemplars: %s", name, names)
+                picked[name] = names
+            self.paintings[idx] = ImageBank(folder, self.cfg.load_size, files=[by_name[f] for f in names])
+        if self.dist.is_main:
+            cache.write_text(json.dumps(picked, indent=1))
+
+    def _nearest_mean(self, bank: ImageBank) -> list[str]:
+        """Names of the ``style_exemplars`` candidates whose normalised Grams lie nearest the mean
+        over all candidates (of all ranks); the same list on every rank."""
+        size = round(self.cfg.size * self.cfg.painting_scale)
+        feats = []
+        per_rank = math.ceil(256 / self.dist.world_size)
+        cand = np.linspace(0, len(bank.images) - 1, min(per_rank, len(bank.images))).astype(int).tolist()  # candidates, evenly spaced
+        for start in range(0, len(cand), 32):
+            chunk = [np.asarray(Image.fromarray(bank.images[i]).resize((size, size), Image.BILINEAR)) for i in cand[start : start + 32]]
+            grams = [losses.gram(f) for f in self.vgg(to_tensor(np.stack(chunk), self.device))]
+            feats.append(torch.cat([g.flatten(1) / g.flatten(1).norm(dim=1, keepdim=True) for g in grams], dim=1))
+        f = torch.cat(feats)
+        total = self.dist.all_reduce_sum(torch.cat([f.sum(0), f.new_tensor([len(f)])]))
+        mean = total[:-1] / total[-1]
+        scores = [(float(d), bank.files[i].name) for d, i in zip((f - mean).norm(dim=1).tolist(), cand)]
+        everyone = sorted({s for part in self.dist.gather_objects(scores) for s in part})
+        return [name for _, name in everyone[: self.cfg.style_exemplars]]
 
     def _load(self, path: str, full: bool) -> None:
         """Resume (everything) or init (generator and discriminator weights; the EMA restarts from G).
@@ -258,7 +372,8 @@ class Trainer:
             self.opt_d.load_state_dict(ck["opt_d"])
             self.step = ck["step"]
             self.history = ck.get("history", [])
-            self.rng = np.random.default_rng(self.cfg.seed + self.step)
+            self.rng = self._rank_rng(self.step)
+            self.shared_rng = self._shared_rng(self.step)
         log.info("loaded %s (%s) at step %d", path, "resume" if full else "init", ck["step"])
 
     def save(self, name: str = "last.pt") -> Path:
@@ -284,17 +399,10 @@ class Trainer:
         return path
 
     # ---------------------------------------------------------------- steps
-    def _encode(self, luma: torch.Tensor) -> list[torch.Tensor]:
-        """Encoder features; no autograd graph through the encoder while it is frozen."""
-        with torch.set_grad_enabled(self.cfg.lr_encoder > 0):
-            return self.G.encoder(luma)
-
-    def _colour_losses(self, rgb: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    def _colour_losses(self, rgb: torch.Tensor, pred: torch.Tensor, logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """Colour losses of the natural output ``pred`` (and its ``logits``) for photos ``rgb``."""
         cfg = self.cfg
         ycc = rgb_to_ycbcr(rgb)
-        luma = ycc[:, :1]
-        style = one_hot_style(torch.zeros(len(rgb), dtype=torch.long, device=self.device))
-        pred, logits = self.G.natural(self._encode(luma), luma, style)  # the style branch is weighted 0 here: skip it
         fake_rgb = ycbcr_to_rgb(pred)
         true4 = F.avg_pool2d(ycc[:, 1:], 4)  # [N,2,H/4,W/4]: the colour head's resolution
         ce = losses.colour_ce(logits, true4, self.bins, self.class_weights, 0.5 * cfg.bin_step)
@@ -315,12 +423,11 @@ class Trainer:
             stats["cf"] = l_cf.item()
         return total, stats, fake_rgb
 
-    def _style_losses(self, rgb: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+    def _style_losses(self, rgb: torch.Tensor, labels: torch.Tensor, pred: torch.Tensor) -> tuple[torch.Tensor, dict[str, float], torch.Tensor]:
+        """Content and style losses of the styled output ``pred`` for photos ``rgb`` and style ``labels``."""
         cfg = self.cfg
         assert self.vgg is not None
         luma = rgb_to_ycbcr(rgb)[:, :1]
-        style = one_hot_style(labels)
-        pred = self.G.styled(self._encode(luma), luma, style)
         fake_rgb = ycbcr_to_rgb(pred)
         feats = self.vgg(fake_rgb)
         with torch.no_grad():
@@ -346,49 +453,63 @@ class Trainer:
         return total, stats, fake_rgb
 
     def train_step(self) -> dict[str, float]:
-        """One generator and one discriminator update; returns the losses."""
+        """One generator and one discriminator update; returns the losses (averaged over ranks)."""
         cfg = self.cfg
         rgb = to_tensor(self.photos.batch(self.rng, cfg.batch, cfg.size, cfg.crop_scale), self.device)
-        do_style = self.paintings and self.rng.random() < cfg.style_fraction
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            if cfg.colour:
-                loss_g, stats, fake_c = self._colour_losses(rgb)
-            else:
-                loss_g, stats, fake_c = rgb.new_zeros(()), {}, None
-            if do_style:
-                labels_np = self.rng.choice(sorted(self.paintings), size=cfg.style_batch)
-                labels = torch.from_numpy(labels_np).to(self.device)
-                size_s = cfg.size + 2 * cfg.loss_margin  # 32-multiple sizes keep the encoder exact
-                rgb_s = to_tensor(self.photos.batch(self.rng, cfg.style_batch, size_s, cfg.crop_scale), self.device)
-                loss_s, stats_s, fake_s = self._style_losses(rgb_s, labels)
-                loss_g = loss_g + loss_s
-                stats.update(stats_s)
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
+        do_style = bool(self.paintings) and self.shared_rng.random() < cfg.style_fraction  # the same on every rank
+        labels_np = labels = rgb_s = None
+        if do_style:
+            labels_np = self.rng.choice(sorted(self.paintings), size=cfg.style_batch)
+            labels = torch.from_numpy(labels_np).to(self.device)
+            size_s = cfg.size + 2 * cfg.loss_margin  # 32-multiple sizes keep the encoder exact
+            rgb_s = to_tensor(self.photos.batch(self.rng, cfg.style_batch, size_s, cfg.crop_scale), self.device)
+        stats: dict[str, float] = {}
+        fake_c = fake_s = None
+        if cfg.colour or do_style:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                luma_c = rgb_to_ycbcr(rgb)[:, :1] if cfg.colour else None
+                luma_s = rgb_to_ycbcr(rgb_s)[:, :1] if do_style else None
+                pred_c, logits, pred_s = self.g_step(luma_c, luma_s, one_hot_style(labels) if do_style else None)
+                loss_g = rgb.new_zeros(())
+                if cfg.colour:
+                    loss_g, stats, fake_c = self._colour_losses(rgb, pred_c, logits)
+                if do_style:
+                    loss_s, stats_s, fake_s = self._style_losses(rgb_s, labels, pred_s)
+                    loss_g = loss_g + loss_s
+                    stats.update(stats_s)
+            self.opt_g.zero_grad(set_to_none=True)
+            loss_g.backward()  # under DDP: gradients averaged over ranks here
+            self.opt_g.step()
+            stats["g"] = loss_g.item()
 
-        if self.use_d:
-            stats["d"] = self._d_step(rgb, fake_c, labels_np if do_style else None, fake_s if do_style else None)
-        with torch.no_grad():
-            for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
-                pe.lerp_(p, 1.0 - cfg.ema)
-            for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
-                be.copy_(b)
+        if self.use_d and (fake_c is not None or fake_s is not None):
+            stats["d"] = self._d_step(rgb, fake_c, labels_np, fake_s)
+        if self.dist.is_main:  # the EMA is only read on rank 0 (validation, samples, checkpoints)
+            with torch.no_grad():
+                for pe, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                    pe.lerp_(p, 1.0 - cfg.ema)
+                for be, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                    be.copy_(b)
         self.step += 1
-        stats["g"] = loss_g.item()
-        return stats
+        return self._mean_over_ranks(stats)
 
-    def _d_step(self, rgb: torch.Tensor, fake_c: torch.Tensor, labels_np, fake_s) -> float:
+    def _mean_over_ranks(self, stats: dict[str, float]) -> dict[str, float]:
+        """Each loss averaged over ranks (every rank has the same keys: the step kind is shared)."""
+        if not self.dist.enabled or not stats:
+            return stats
+        keys = sorted(stats)
+        t = self.dist.all_reduce_sum(torch.tensor([stats[k] for k in keys], dtype=torch.float64)) / self.dist.world_size
+        return dict(zip(keys, t.tolist()))
+
+    def _d_step(self, rgb: torch.Tensor, fake_c: torch.Tensor | None, labels_np, fake_s: torch.Tensor | None) -> float:
         """Discriminator update: real photos vs colorized, real paintings vs stylized."""
         cfg = self.cfg
-        do_style = labels_np is not None
+        real_p = labels = None
+        if fake_s is not None:
+            labels = torch.from_numpy(labels_np).to(self.device)
+            real_p = torch.cat([to_tensor(self.paintings[int(k)].batch(self.rng, 1, cfg.size, (1.0, 1.0)), self.device) for k in labels_np])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-            zeros = torch.zeros(cfg.batch, dtype=torch.long, device=self.device)
-            loss_d = losses.d_hinge(self.D(rgb, zeros), self.D(fake_c.detach(), zeros))
-            if do_style:
-                labels = torch.from_numpy(labels_np).to(self.device)
-                real_p = torch.cat([to_tensor(self.paintings[int(k)].batch(self.rng, 1, cfg.size, (1.0, 1.0)), self.device) for k in labels_np])
-                loss_d = loss_d + losses.d_hinge(self.D(real_p, labels), self.D(fake_s.detach(), labels))
+            loss_d = self.d_step(rgb, None if fake_c is None else fake_c.detach(), real_p, None if fake_s is None else fake_s.detach(), labels)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()
@@ -432,33 +553,47 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> None:
+        """Train to ``cfg.steps``. Under DDP every rank steps; only rank 0 validates, draws sample
+        grids, logs and writes checkpoints (the others never wait for it outside the steps)."""
         cfg = self.cfg
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress, dynamic_ncols=True)
+        main = self.dist.is_main
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and main), dynamic_ncols=True)
         t0 = time.time()
-        logf = (self.out / "log.jsonl").open("a")
-        while self.step < cfg.steps:
-            stats = self.train_step()
-            bar.update(1)
-            if self.step % 10 == 0:
-                bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
-            if self.step % cfg.val_every == 0 or self.step == cfg.steps:
-                stats.update(self.validate())
-                self.sample_grid(self.out / f"samples_{self.step:06d}.png")
-                log.info("step %d %s", self.step, {k: round(v, 4) for k, v in stats.items()})
-            stats.update(step=self.step, time=time.time() - t0)
-            logf.write(json.dumps(stats) + "\n")
-            if self.step % 50 == 0:
-                logf.flush()
-            self.history.append(stats)
-            self.history = self.history[-1000:]
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
-                self.save()
-            if cfg.keep_every and self.step % cfg.keep_every == 0:
-                self.save(f"step_{self.step:06d}.pt")  # kept for checkpoint selection
-        logf.close()
-        bar.close()
+        logf = (self.out / "log.jsonl").open("a") if main else None
+        try:
+            while self.step < cfg.steps:
+                stats = self.train_step()
+                if not main:
+                    continue
+                bar.update(1)
+                if self.step % 10 == 0:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in stats.items()})
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    stats.update(self.validate())
+                    self.sample_grid(self.out / f"samples_{self.step:06d}.png")
+                    log.info("step %d %s", self.step, {k: round(v, 4) for k, v in stats.items()})
+                stats.update(step=self.step, time=time.time() - t0)
+                logf.write(json.dumps(stats) + "\n")
+                if self.step % 50 == 0:
+                    logf.flush()
+                self.history.append(stats)
+                self.history = self.history[-1000:]
+                if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+                    self.save()
+                if cfg.keep_every and self.step % cfg.keep_every == 0:
+                    self.save(f"step_{self.step:06d}.pt")  # kept for checkpoint selection
+        finally:
+            if logf is not None:
+                logf.close()
+            bar.close()
+        if self.dist.enabled:  # gradients were averaged every step: every rank must hold the same weights
+            sums = self.dist.gather_objects(float(sum(p.double().sum() for p in self.G.parameters())))
+            if any(x != sums[0] for x in sums):
+                raise RuntimeError(f"generator weights differ between ranks after step {self.step}: {sums}")
+            log.info("generator weights identical on %d ranks at step %d", self.dist.world_size, self.step)
+        self.dist.barrier()  # no rank leaves (and closes the group) while rank 0 still writes
 
 
 def _load_work_size(path: Path, square: bool = False) -> np.ndarray:
@@ -473,10 +608,17 @@ def _load_work_size(path: Path, square: bool = False) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = parse_args(argv)
-    trainer = Trainer(cfg)
-    log.info("training on %s: %d photos, %s", trainer.device, len(trainer.photos), {contract.STYLES[k]: len(v) for k, v in trainer.paintings.items()})
-    trainer.fit()
+    d, device = distributed.setup(cfg.device)  # a process group under torchrun, else a single process
+    logging.basicConfig(level=logging.INFO if d.is_main else logging.WARNING,
+                        format=f"%(asctime)s %(levelname)s {f'[rank {d.rank}] ' if d.enabled else ''}%(message)s")
+    try:
+        trainer = Trainer(cfg, d, device)
+        counts = d.gather_objects(len(trainer.photos))
+        log.info("training on %s%s: %d photos%s, %s", device, f" x {d.world_size} processes" if d.enabled else "", sum(counts),
+                 f" (per rank {counts})" if d.enabled else "", {contract.STYLES[k]: len(v) for k, v in trainer.paintings.items()})
+        trainer.fit()
+    finally:
+        distributed.teardown()
     return 0
 
