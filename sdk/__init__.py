@@ -16,7 +16,8 @@ Importing ``sdk`` loads only numpy, Pillow and onnxruntime, and those only when 
 How the pieces fit (README, "How it fits together"): :mod:`sdk.stages` (prepare -> infer ->
 finish) is the pipeline; :class:`Pipeline` composes it; :mod:`sdk.backends` defines what a backend
 declares and runs; :mod:`sdk.manifest` owns the model contract on disk; :mod:`sdk.fusion` and
-:mod:`sdk.folder` are the fusion and folder-job building blocks the CLI uses.
+:mod:`sdk.folder` are the fusion and folder-job building blocks the CLI uses; :mod:`sdk.ray_engine`
+runs folder jobs on Ray Data actors (the ``ray`` extra, imported only when used).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ __all__ = ["colorize", "stylize", "fuse", "styles", "load", "Pipeline", "errors"
 _LAZY = {"Pipeline": "sdk.pipeline", "fuse": "sdk.fusion", "StyleSpec": "sdk.stages"}
 """Public names imported on first access (PEP 562), with the module that defines them."""
 _SUBMODULES = {"backends", "cli", "contract", "errors", "folder", "fusion", "io", "manifest", "metrics",
-               "pipeline", "processing", "serve", "stages"}
+               "pipeline", "processing", "ray_engine", "serve", "stages"}
 
 
 def __getattr__(name: str) -> Any:

@@ -5,6 +5,9 @@ and an existing output is skipped unless ``--overwrite`` is given. Files are wri
 Folders run through :mod:`sdk.folder`: images go through the pipeline ``--batch-size`` at a time
 (equal working shapes share one generator call), results are saved on background threads, and a
 file that cannot be read or written is reported at the end (exit code 2) without stopping the rest.
+``colorize`` and ``stylize`` take ``--engine ray`` (:mod:`sdk.ray_engine`: a pool of Ray Data actors,
+one model each, ``--actors``, ``--gpus-per-actor``, ``--address``) with the same outputs, skipping,
+summary line (plus ``"engine": "ray"`` and ``actors``) and exit codes.
 
 Global options (``--model-dir``, ``--threads``, ``--quiet``...) go before or after the command.
 Every error the CLI can foresee, filesystem errors included (read-only folder, full disk, ``-o``
@@ -17,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from sdk import __version__, folder
@@ -101,9 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output format for folders")
         sp.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never inputs)")
 
+    def engine(sp: argparse.ArgumentParser) -> None:
+        g = sp.add_argument_group("engine", "where the images are processed (the fuse command always runs locally)")
+        g.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="local: this process (default); ray: a pool of Ray Data actors, one model each (the ray extra)")
+        g.add_argument("--address", default=None,
+                       help="--engine ray: 'auto' (the cluster this machine joined), HOST:PORT of the head, or leave out for a local Ray instance")
+        g.add_argument("--actors", type=int, default=None, help="--engine ray: actors in the pool, each loads the model once (default 1)")
+        g.add_argument("--gpus-per-actor", type=float, default=None,
+                       help="--engine ray: GPUs Ray reserves per actor (default 0; 1 with --backend onnxruntime-cuda or auto on GPU nodes)")
+
     c = sub.add_parser("colorize", help="colorize grey photos", parents=[common])
     c.add_argument("inputs", nargs="+", help="image files or folders")
     outputs(c)
+    engine(c)
     s = sub.add_parser("stylize", help="render photos in a painting style", parents=[common])
     s.add_argument("inputs", nargs="+")
     s.add_argument("--style", default="ukiyoe", help="a style name or a blend: ukiyoe=0.6,rococo=0.4")
@@ -111,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--fuse", choices=["laplacian", "weighted", "luminance"], default=None, help="fuse the result with the input")
     s.add_argument("--detail", type=float, default=0.7, help="detail restored by --fuse laplacian")
     outputs(s)
+    engine(s)
     f = sub.add_parser("fuse", help="blend a stylized image with its original", parents=[common])
     f.add_argument("content", help="original image (or folder)")
     f.add_argument("stylized", help="stylized image (or folder with the same file names)")
@@ -147,14 +163,52 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run_folder(args: argparse.Namespace, items: list[folder.Item], process: folder.Process, label: str, **extra) -> int:
-    """Run a folder job with a progress bar; print the JSON summary, then each failed file on stderr."""
+def _run_folder(args: argparse.Namespace, items: list[folder.Item], process: folder.Process | None, label: str,
+                runner: Callable[[Callable[[str], None]], folder.Summary] | None = None, **extra) -> int:
+    """Run a folder job with a progress bar; print the JSON summary, then each failed file on stderr.
+
+    ``runner`` (given the bar's step) replaces the local :func:`sdk.folder.run` of ``process``: the
+    Ray engine reports through the same bar, summary line and exit code.
+    """
     with Progress(len(items), label, enabled=not args.quiet) as bar:
-        summary = folder.run(items, process, overwrite=args.overwrite, batch_size=args.batch_size, progress=bar.step)
+        if runner is not None:
+            summary = runner(bar.step)
+        else:
+            summary = folder.run(items, process, overwrite=args.overwrite, batch_size=args.batch_size, progress=bar.step)
     print(json.dumps({**summary.as_dict(), **extra}))
     for src, msg in summary.failed:
         print(f"chromaforge: error: {msg if str(src) in msg else f'{src}: {msg}'}", file=sys.stderr)
     return 2 if summary.failed else 0
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    """``--engine`` and its options: the Ray ones only with ``--engine ray``, and in range."""
+    ray_only = {"--address": getattr(args, "address", None), "--actors": getattr(args, "actors", None),
+                "--gpus-per-actor": getattr(args, "gpus_per_actor", None)}
+    if getattr(args, "engine", "local") != "ray":
+        given = [flag for flag, v in ray_only.items() if v is not None]
+        if given:
+            raise InvalidArgumentError(f"{', '.join(given)} only apply to --engine ray, got --engine {getattr(args, 'engine', 'local')}; "
+                                       "add --engine ray or drop them")
+        return
+    from sdk import ray_engine
+
+    ray_engine.check_engine_options(args.actors if args.actors is not None else 1,
+                                    args.gpus_per_actor if args.gpus_per_actor is not None else 0.0, args.threads, args.batch_size)
+
+
+def _run_ray(args: argparse.Namespace, params, max_pixels: int | None) -> int:
+    """colorize / stylize on the Ray engine: check everything, plan, then run the actor pool."""
+    from sdk import ray_engine
+
+    options = dict(model_dir=args.model_dir, backend=args.backend, precision=args.precision, threads=args.threads,
+                   actors=args.actors or 1, gpus_per_actor=args.gpus_per_actor or 0.0, batch_size=args.batch_size)
+    ray_engine.check_job(args.command, params, **options)  # fail before touching any file
+    ray_engine.require_ray()  # Ray missing: say so before planning
+    items = folder.plan(args.inputs, args.out, args.format)
+    return _run_folder(args, items, None, args.command, runner=lambda step: ray_engine.run(
+        items, args.command, params, overwrite=args.overwrite, max_pixels=max_pixels, address=args.address,
+        quiet=args.quiet, progress=step, **options))
 
 
 def _serve(args: argparse.Namespace, max_pixels: int | None) -> int:
@@ -171,12 +225,23 @@ def _serve(args: argparse.Namespace, max_pixels: int | None) -> int:
     return serve(config)
 
 
+def _params(args: argparse.Namespace):
+    """The :class:`sdk.stages.Params` of a colorize / stylize command line."""
+    from sdk import fusion, stages
+
+    if args.command == "colorize":
+        return stages.Params()
+    fuse = fusion.FuseParams(args.fuse, detail=args.detail) if args.fuse else None
+    return stages.Params(stages.parse_style(args.style), args.strength, fuse)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     import sdk
     from sdk import fusion, stages
 
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size is {args.batch_size}; expected an integer >= 1")
+    _check_engine(args)
     if args.max_pixels is not None and args.max_pixels < 0:
         raise InvalidArgumentError(f"--max-pixels is {args.max_pixels}; expected an integer >= 1, or 0 for no limit")
     max_pixels = sdk.io.MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
@@ -194,6 +259,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             src, pairs[src], params.method, params.detail, params.detail_levels, params.levels, params.weight, workers=args.threads,
             max_pixels=max_pixels)), "fuse")
 
+    if getattr(args, "engine", "local") == "ray":  # colorize / stylize: the actors load the model
+        return _run_ray(args, _params(args), max_pixels)
     pipe = sdk.load(args.model_dir, backend=args.backend, threads=args.threads, max_pixels=max_pixels, precision=args.precision)
     if args.command == "info":
         m = pipe.manifest
@@ -221,11 +288,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(json.dumps({"out": str(out), "files": sorted(jobs), "backend": pipe.backend_name}))
         return 0
 
-    if args.command == "colorize":
-        params = stages.Params()
-    else:
-        fuse = fusion.FuseParams(args.fuse, detail=args.detail) if args.fuse else None
-        params = stages.Params(stages.parse_style(args.style), args.strength, fuse)
+    params = _params(args)
     stages.check_options(args.command, params, pipe.manifest)  # fail before touching any file
     items = folder.plan(args.inputs, args.out, args.format)
     return _run_folder(args, items, folder.pipeline_process(pipe, args.command, params), args.command, backend=pipe.backend_name)

@@ -105,11 +105,12 @@ def test_session_created_once_per_pipeline(tiny_model_dir, photo):
 
 
 def test_import_sdk_does_not_import_torch(tiny_model_dir, tmp_path):
-    """`import sdk` (and loading + running a model) in a fresh interpreter imports no torch/training/export."""
+    """`import sdk` (and loading + running a model) in a fresh interpreter imports no torch/training/export,
+    nor Ray (the ray engine imports it only when a Ray run starts)."""
     code = (
         "import sys, json, numpy as np\n"
         "import sdk\n"
-        "heavy = lambda: sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training', 'export'))\n"
+        "heavy = lambda: sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'training', 'export', 'ray'))\n"
         "after_import = heavy()\n"
         f"p = sdk.load({str(tiny_model_dir)!r}, backend='onnxruntime-cpu', threads=1)\n"
         "p.colorize(np.zeros((8, 8), np.uint8))\n"
