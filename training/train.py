@@ -77,6 +77,7 @@ class TrainConfig:
     w_adv_color: float = 0.0
     w_cf: float = 0.0
     w_content: float = 1.0
+    content_luma: bool = True
     w_style: float = 5.0
     style_layers: tuple[float, float, float] = (1.0, 1.0, 1.0)
     w_adv_style: float = 0.0
@@ -432,7 +433,10 @@ class Trainer:
         feats = self.vgg(fake_rgb)
         with torch.no_grad():
             content = self.vgg(luma.expand(-1, 3, -1, -1))[-1]
-        l_content = F.mse_loss(feats[-1], content) / (content.pow(2).mean() + 1e-8)  # whole image, borders too
+        # Content of the output's own luminance (default) or of its colours: the latter holds the
+        # output near a grey image and mutes every palette toward beige.
+        mine = self.vgg(rgb_to_ycbcr(fake_rgb)[:, :1].expand(-1, 3, -1, -1))[-1] if cfg.content_luma else feats[-1]
+        l_content = F.mse_loss(mine, content) / (content.pow(2).mean() + 1e-8)  # whole image, borders too
         m = cfg.loss_margin
         if m:  # style statistics of the centre only: the borders cannot buy Gram statistics with frames
             feats = [f[..., m // k : -(m // k), m // k : -(m // k)] for f, k in zip(feats, (1, 2, 4))]
