@@ -58,15 +58,15 @@ class Dist:
         return self.rank == 0
 
     def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
-        """Sum ``t`` over all ranks in place (identical result everywhere); returns ``t``."""
+        """Sum ``t`` over all ranks in place (identical result everywhere); returns ``t``.
+        A CPU tensor under nccl (which reduces CUDA tensors only) goes through this rank's GPU."""
         if self.enabled:
-            dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t
-
-    def broadcast(self, t: torch.Tensor, src: int = 0) -> torch.Tensor:
-        """Overwrite ``t`` with rank ``src``'s value on every rank; returns ``t``."""
-        if self.enabled:
-            dist.broadcast(t, src)
+            if not t.is_cuda and dist.get_backend() == "nccl":
+                on_gpu = t.cuda()
+                dist.all_reduce(on_gpu, op=dist.ReduceOp.SUM)
+                t.copy_(on_gpu)
+            else:
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
     def gather_objects(self, obj: Any) -> list[Any]:
