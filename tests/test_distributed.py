@@ -47,7 +47,8 @@ def test_setup_reads_torchrun_variables(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory, datasets: Path, vgg_path: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    """``torchrun --nproc-per-node 2 -m training`` on 16 real photos (8 per rank) and 6 paintings per style, 40 steps."""
+    """``torchrun --nproc-per-node 2 -m training`` on 16 real photos (8 per rank) and 6 paintings per style
+(3 per rank, 2 exemplars chosen), 40 steps."""
     root = tmp_path_factory.mktemp("ddp")
     photos = root / "photos"
     photos.mkdir()
@@ -56,7 +57,7 @@ def ddp_run(tmp_path_factory, datasets: Path, vgg_path: Path) -> tuple[Path, sub
             shutil.copy(f, photos / f.name)
     out = root / "run"
     args = ["--photos", str(photos), "--val-photos", str(photos), "--out", str(out), "--size", "64", "--batch", "4",
-            "--steps", "40", "--style-fraction", "0.5", "--styles-root", str(datasets / "styles"), "--style-limit", "6",
+            "--steps", "40", "--style-fraction", "0.5", "--styles-root", str(datasets / "styles"), "--style-limit", "6", "--style-exemplars", "2",
             "--gram-samples", "4", "--style-batch", "2", "--load-size", "96", "--widths", *map(str, TINY["widths"]),
             "--val-every", "20", "--ckpt-every", "20", "--val-images", "2", "--no-progress", "--lr-g", "2e-3",
             "--w-adv-color", "0.05", "--w-adv-style", "0.05", "--mobilenet", str(MOBILENET), "--vgg", str(vgg_path),
@@ -77,6 +78,8 @@ def test_ddp_run_syncs_and_logs_on_rank_0(ddp_run):
     err = proc.stderr
     assert "training on cpu x 2 processes: 16 photos (per rank [8, 8])" in err
     assert "style targets identical on 2 ranks" in err
+    exemplars = json.loads((out / "exemplars.json").read_text())  # picked from both ranks' candidates, written once
+    assert sorted(exemplars) == ["impressionism", "pointillism", "rococo", "ukiyoe"] and all(len(v) == 2 for v in exemplars.values())
     assert "generator weights identical on 2 ranks at step 40" in err
     assert "[rank 1]" not in err.replace("[rank 1]:[W", "")  # rank 1 logs warnings only (and there are none of ours)
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -315,7 +315,8 @@ class Trainer:
         every rank takes the same exemplars, loading those files itself.
         """
         cache = self.out / "exemplars.json"
-        picked = json.loads(cache.read_text()) if cache.is_file() else {}
+        picked = json.loads(cache.read_text()) if cache.is_file() and self.dist.is_main else {}
+        picked = self.dist.gather_objects(picked)[0]  # rank 0's cache for everyone (nodes need not share --out)
         for idx, bank in self.paintings.items():
             name = contract.STYLES[idx]
             folder = Path(self.cfg.styles_root) / name / self.cfg.style_split
