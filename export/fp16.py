@@ -113,29 +113,37 @@ def fp16_storage_emulation(model16):
     from onnx import TensorProto, helper
 
     m = onnx.shape_inference.infer_shapes(model16)
-    g = m.graph
-    types = {vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]}
-    types.update({t.name: t.data_type for t in g.initializer})
     F16 = TensorProto.FLOAT16
-    nodes = []
-    for node in g.node:
-        if node.op_type in ("Cast", "Constant", "ConstantOfShape") or not any(
-                types.get(t) == F16 for t in [*node.input, *node.output]):
-            nodes.append(node)
-            continue
-        for k, name in enumerate(node.input):
-            if types.get(name) == F16:
-                nodes.append(helper.make_node("Cast", [name], [f"{name}__f32_for_{node.name}_{k}"], to=TensorProto.FLOAT))
-                node.input[k] = f"{name}__f32_for_{node.name}_{k}"
-        rounded = []
-        for k, name in enumerate(node.output):
-            if types.get(name) == F16:
-                node.output[k] = f"{name}__f32"
-                rounded.append(helper.make_node("Cast", [f"{name}__f32"], [name], to=F16))
-        nodes.extend([node, *rounded])
-    del g.node[:]
-    g.node.extend(nodes)
-    del g.value_info[:]
+
+    def rewrite(g, outer: dict) -> None:
+        """Rewrite one graph, then the bodies of its If/Loop nodes (which see the outer names)."""
+        types = dict(outer)
+        types.update({vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]})
+        types.update({t.name: t.data_type for t in g.initializer})
+        nodes = []
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    rewrite(attr.g, types)
+            if node.op_type in ("Cast", "Constant", "ConstantOfShape", "If", "Loop") or not any(
+                    types.get(t) == F16 for t in [*node.input, *node.output]):
+                nodes.append(node)
+                continue
+            for k, name in enumerate(node.input):
+                if types.get(name) == F16:
+                    nodes.append(helper.make_node("Cast", [name], [f"{name}__f32_for_{node.name}_{k}"], to=TensorProto.FLOAT))
+                    node.input[k] = f"{name}__f32_for_{node.name}_{k}"
+            rounded = []
+            for k, name in enumerate(node.output):
+                if types.get(name) == F16:
+                    node.output[k] = f"{name}__f32"
+                    rounded.append(helper.make_node("Cast", [f"{name}__f32"], [name], to=F16))
+            nodes.extend([node, *rounded])
+        del g.node[:]
+        g.node.extend(nodes)
+        del g.value_info[:]
+
+    rewrite(m.graph, {})
     return m
 
 

@@ -55,6 +55,8 @@ class ExportConfig:
         chroma_scale: factor on the read-out chroma (0 keeps the checkpoint's).
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
+        task_switch: build the graph so that natural-only calls (colorize) skip the style branch
+            (:mod:`export.switch`: same inputs, output and numbers; one file).
     """
 
     checkpoint: str
@@ -71,6 +73,7 @@ class ExportConfig:
     chroma_blur: int = -1
     chroma_scale: float = 0.0
     style_checkpoint: str = ""
+    task_switch: bool = True
 
 
 NOTICE = Path(__file__).with_name("NOTICE-encoder.txt")
@@ -164,6 +167,9 @@ def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarr
     for (n, h, w) in [(1, 64, 64), (2, 96, 160), (1, 256, 192)]:
         style = rng.dirichlet(np.ones(n_styles), size=n).astype(np.float32)
         cases.append((f"random {n}x{h}x{w}", rng.random((n, 1, h, w), dtype=np.float32), style))
+    natural = np.zeros((2, n_styles), np.float32)
+    natural[:, 0] = 1.0  # colorize: the graph's natural-only branch (export/switch.py)
+    cases.append(("random natural 2x96x160", rng.random((2, 1, 96, 160), dtype=np.float32), natural))
     files: list[Path] = []
     if cfg.parity_images:
         root = Path(cfg.parity_images)
@@ -232,21 +238,26 @@ def export_onnx(cfg: ExportConfig) -> dict:
         luma = torch.rand(1, 1, 64, 64)
         style = torch.zeros(1, n_styles)
         style[0, 0] = 1.0
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                G, (luma, style), str(raw_path),
-                input_names=list(contract.INPUT_NAMES), output_names=list(contract.OUTPUT_NAMES),
-                opset_version=cfg.opset, dynamo=False, do_constant_folding=True,
-                dynamic_axes=_dynamic_axes(),
-            )
-        model = onnx.load(str(raw_path))
-        onnx.checker.check_model(model, full_check=True)
-        if cfg.simplify:
-            import onnxslim
+        if cfg.task_switch:
+            from export.switch import switched_model
 
-            model = onnxslim.slim(model)
+            model = switched_model(G, cfg.opset, Path(tmp), cfg.simplify)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    G, (luma, style), str(raw_path),
+                    input_names=list(contract.INPUT_NAMES), output_names=list(contract.OUTPUT_NAMES),
+                    opset_version=cfg.opset, dynamo=False, do_constant_folding=True,
+                    dynamic_axes=_dynamic_axes(),
+                )
+            model = onnx.load(str(raw_path))
             onnx.checker.check_model(model, full_check=True)
+            if cfg.simplify:
+                import onnxslim
+
+                model = onnxslim.slim(model)
+                onnx.checker.check_model(model, full_check=True)
         model.doc_string = f"{cfg.name}: unified colorization/style generator (see manifest.json)"
         tmp_model = Path(tmp) / contract.MODEL_NAME
         onnx.save(model, str(tmp_model))
@@ -304,6 +315,7 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
                 "style_run": {k: v for k, v in ck.get("style_checkpoint", {}).items() if k != "config"} or None,
             },
             "parity": {**report, "tolerance": cfg.tolerance},
+            "graph": "task-switch: natural-only calls skip the style branch" if cfg.task_switch else "plain",
             "versions": {"chromaforge": sdk.__version__, "torch": torch_v, "onnx": onnx_v, "onnxruntime": ort_v, "onnxslim": slim_v},
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },

@@ -51,10 +51,20 @@ def test_fp16_file_has_fp32_io_and_fp16_weights(fp16_dir: Path):
     assert [o.type.tensor_type.elem_type for o in model.graph.output] == [f32]
     kinds = [t.data_type for t in model.graph.initializer if t.data_type in (f32, onnx.TensorProto.FLOAT16)]
     assert kinds.count(onnx.TensorProto.FLOAT16) > 0.8 * len(kinds)
-    softmax = [n for n in model.graph.node if n.op_type == "Softmax"]
-    assert softmax  # kept in FP32: fed by a Cast to float
-    producers = {o: n for n in model.graph.node for o in n.output}
+    nodes = list(_all_nodes(model.graph))  # the colour decoder sits in both branches of the task switch (export/switch.py)
+    softmax = [n for n in nodes if n.op_type == "Softmax"]
+    assert {n.name.split("_")[0] for n in softmax} == {"natural", "full"}  # kept in FP32 in both branches: fed by a Cast to float
+    producers = {o: n for n in nodes for o in n.output}
     assert all(producers[s.input[0]].op_type == "Cast" for s in softmax)
+
+
+def _all_nodes(graph):
+    """Every node of a graph and of its If/Loop bodies."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _all_nodes(attr.g)
 
 
 def test_fp16_parity_within_tolerance(fp16_dir: Path):

@@ -284,12 +284,24 @@ class Generator(nn.Module):
 
         ``return_logits`` also returns the colour logits (for training).
         """
-        feats = self.encoder(luma)
+        return self.decode(self.encoder(luma), luma, style, return_logits)
+
+    def decode(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor, return_logits: bool = False):
+        """Everything after the encoder: both decoders, blended by the style weights."""
         natural, logits = self.natural(feats, luma, style)
         g = (1.0 - style[:, :1])[:, :, None, None]  # [N,1,1,1]: 0 for natural colorization
-        out = (1.0 - g) * natural + g * self.styled(feats, luma, style)  # exact at both ends
-        out = torch.cat([out[:, :1].clamp(0.0, 1.0), out[:, 1:].clamp(-0.5, 0.5)], dim=1)  # [N,3,H,W]: Y, Cb, Cr
+        out = output_box((1.0 - g) * natural + g * self.styled(feats, luma, style))  # exact at both ends
         return (out, logits) if return_logits else out
+
+    def decode_natural(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` for inputs whose style is natural alone (g = 0): the colour decoder only,
+        the same numbers without the style branch (the exported graph switches to it)."""
+        return output_box(self.natural(feats, luma, style)[0])
+
+
+def output_box(ycbcr: torch.Tensor) -> torch.Tensor:
+    """Clamp [N,3,H,W] YCbCr to the output's range: Y in [0, 1], Cb and Cr in [-0.5, 0.5]."""
+    return torch.cat([ycbcr[:, :1].clamp(0.0, 1.0), ycbcr[:, 1:].clamp(-0.5, 0.5)], dim=1)
 
 
 STYLE_PREFIX = "style_"
