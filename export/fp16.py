@@ -183,33 +183,34 @@ def parity_cases(manifest: Manifest, photos: list[Path], n_random: int = 4, seed
     return cases
 
 
-def stage_parity(manifest: Manifest, reference, candidate, cases, workers: int = 1) -> dict:
-    """Max / mean |reference - candidate| in 8-bit levels of the final images, over all cases,
-    separately for photos and random inputs.
+def stage_parity(manifest: Manifest, reference, candidates: dict, cases, workers: int = 1) -> dict[str, dict]:
+    """Per candidate backend: max / mean |reference - candidate| in 8-bit levels of the final images,
+    over all cases, separately for photos and random inputs.
 
-    Both backends run the same jobs through :func:`sdk.stages.infer` (one call per working shape)
-    and :func:`sdk.stages.finish`.
+    The jobs are prepared and the reference run and finished once; every backend runs the same jobs
+    through :func:`sdk.stages.infer` (one call per working shape) and :func:`sdk.stages.finish`.
     """
     from sdk import stages
 
     jobs = [stages.prepare(img, task, params, manifest, label) for label, img, task, params in cases]
-    ref_out = stages.infer(reference, jobs)
-    got_out = stages.infer(candidate, jobs)
-    report: dict[str, dict] = {}
-    for (label, *_), job, a, b in zip(cases, jobs, ref_out, got_out):
-        x = np.asarray(stages.finish(job, a, workers), dtype=np.int16)  # PIL (path in) or array out, uint8
-        y = np.asarray(stages.finish(job, b, workers), dtype=np.int16)
-        err = np.abs(x - y)
-        kind = "random" if label.startswith("random") else "photos"
-        r = report.setdefault(kind, {"max_levels": 0.0, "mean_levels": 0.0, "cases": 0, "worst_case": "", "_sum": 0.0, "_n": 0})
-        if err.max() > r["max_levels"] or not r["worst_case"]:
-            r["max_levels"], r["worst_case"] = float(err.max()), label
-        r["_sum"] += float(err.sum())
-        r["_n"] += err.size
-        r["cases"] += 1
-    for r in report.values():
-        r["mean_levels"] = r.pop("_sum") / max(r.pop("_n"), 1)
-    return report
+    # PIL (path in) or array out, uint8 -> int16 for differences
+    ref_imgs = [np.asarray(stages.finish(job, out, workers), dtype=np.int16) for job, out in zip(jobs, stages.infer(reference, jobs))]
+    reports: dict[str, dict] = {}
+    for key, candidate in candidates.items():
+        report: dict[str, dict] = {}
+        for (label, *_), job, x, b in zip(cases, jobs, ref_imgs, stages.infer(candidate, jobs)):
+            err = np.abs(x - np.asarray(stages.finish(job, b, workers), dtype=np.int16))
+            kind = "random" if label.startswith("random") else "photos"
+            r = report.setdefault(kind, {"max_levels": 0.0, "mean_levels": 0.0, "cases": 0, "worst_case": "", "_sum": 0.0, "_n": 0})
+            if err.max() > r["max_levels"] or not r["worst_case"]:
+                r["max_levels"], r["worst_case"] = float(err.max()), label
+            r["_sum"] += float(err.sum())
+            r["_n"] += err.size
+            r["cases"] += 1
+        for r in report.values():
+            r["mean_levels"] = r.pop("_sum") / max(r.pop("_n"), 1)
+        reports[key] = report
+    return reports
 
 
 def _backend(manifest: Manifest, art: Artifact, threads: int | None):
@@ -268,12 +269,14 @@ def export_fp16(cfg: Fp16Config) -> dict:
         onnx.save(model16, str(tmp_model))
         emulated = Path(tmp) / "emulated.onnx"
         onnx.save(fp16_storage_emulation(model16), str(emulated))
-        ref = _backend(manifest, manifest.primary, cfg.threads)
-        report = {}
-        for key, path in (("onnxruntime_cpu", tmp_model), ("fp16_storage_emulation", emulated)):
-            with _backend(manifest, _onnx_artifact(out, path, "fp16", manifest.primary.opset, None), cfg.threads) as cand:
-                report[key] = stage_parity(manifest, ref, cand, cases, cfg.threads or 1)
-        ref.close()
+        ref, candidates = _backend(manifest, manifest.primary, cfg.threads), {}
+        try:
+            for key, path in (("onnxruntime_cpu", tmp_model), ("fp16_storage_emulation", emulated)):
+                candidates[key] = _backend(manifest, _onnx_artifact(out, path, "fp16", manifest.primary.opset, None), cfg.threads)
+            report = stage_parity(manifest, ref, candidates, cases, cfg.threads or 1)
+        finally:
+            for backend in (ref, *candidates.values()):
+                backend.close()
         strict = report["fp16_storage_emulation"]
         for kind, r in strict.items():
             log.info("fp16 parity (%s, emulated): max %.0f, mean %.3f levels over %d cases", kind, r["max_levels"], r["mean_levels"], r["cases"])

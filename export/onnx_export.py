@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -234,30 +233,15 @@ def export_onnx(cfg: ExportConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(dir=out) as tmp:
-        raw_path = Path(tmp) / "raw.onnx"
-        luma = torch.rand(1, 1, 64, 64)
-        style = torch.zeros(1, n_styles)
-        style[0, 0] = 1.0
-        if cfg.task_switch:
-            from export.switch import switched_model
+        from export.switch import export_checked, switched_model
 
+        if cfg.task_switch:
             model = switched_model(G, cfg.opset, Path(tmp), cfg.simplify)
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    G, (luma, style), str(raw_path),
-                    input_names=list(contract.INPUT_NAMES), output_names=list(contract.OUTPUT_NAMES),
-                    opset_version=cfg.opset, dynamo=False, do_constant_folding=True,
-                    dynamic_axes=_dynamic_axes(),
-                )
-            model = onnx.load(str(raw_path))
-            onnx.checker.check_model(model, full_check=True)
-            if cfg.simplify:
-                import onnxslim
-
-                model = onnxslim.slim(model)
-                onnx.checker.check_model(model, full_check=True)
+            style = torch.zeros(1, n_styles)
+            style[0, 0] = 1.0
+            model = export_checked(G, (torch.rand(1, 1, 64, 64), style), Path(tmp) / "raw.onnx", list(contract.INPUT_NAMES),
+                                   list(contract.OUTPUT_NAMES), cfg.opset, cfg.simplify)
         model.doc_string = f"{cfg.name}: unified colorization/style generator (see manifest.json)"
         tmp_model = Path(tmp) / contract.MODEL_NAME
         onnx.save(model, str(tmp_model))
@@ -271,12 +255,6 @@ def export_onnx(cfg: ExportConfig) -> dict:
     manifest = build_manifest(cfg, model_path, G, ck, report, onnx.__version__, ort.__version__, torch.__version__)
     write_manifest(manifest)
     return manifest.to_dict()
-
-
-def _dynamic_axes() -> dict[str, dict[int, str]]:
-    """Batch, height and width are dynamic in every input and output except the style's width."""
-    (luma, style), (ycbcr,) = contract.INPUT_NAMES, contract.OUTPUT_NAMES
-    return {luma: {0: "N", 2: "H", 3: "W"}, style: {0: "N"}, ycbcr: {0: "N", 2: "H", 3: "W"}}
 
 
 def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dict, onnx_v: str, ort_v: str, torch_v: str) -> Manifest:

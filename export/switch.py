@@ -28,12 +28,21 @@ FEATURES = ("enc_f4", "enc_f8", "enc_f16", "enc_f32")
 """Names of the encoder outputs (strides 4, 8, 16, 32) inside the joined graph."""
 
 
-def _export(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], opset: int, simplify: bool):
-    """torch.onnx.export with dynamic batch/height/width on every tensor, checked and optionally slimmed."""
+def export_checked(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], opset: int, simplify: bool):
+    """torch.onnx.export with dynamic batch/height/width on every tensor, checked and optionally slimmed.
+
+    The model's luma input and YCbCr output share the symbols N, H, W (the output has the input's
+    size); other tensors get their own height and width symbols.
+    """
     import onnx
     import torch
 
-    dynamic = {name: ({0: "N"} if name == "style" else {0: "N", 2: f"H_{name}", 3: f"W_{name}"}) for name in inputs + outputs}
+    from sdk import contract
+
+    shared = {contract.INPUT_NAMES[0], contract.OUTPUT_NAMES[0]}
+    dynamic = {name: ({0: "N"} if name == contract.INPUT_NAMES[1] else
+                      {0: "N", 2: "H", 3: "W"} if name in shared else {0: "N", 2: f"H_{name}", 3: f"W_{name}"})
+               for name in inputs + outputs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(module, args, str(path), input_names=inputs, output_names=outputs, opset_version=opset, dynamo=False,
@@ -120,9 +129,9 @@ def switched_model(G, opset: int, work: Path, simplify: bool = True):
     with torch.no_grad():
         feats = tuple(G.encoder(luma))
     inputs = list(FEATURES) + [luma_name, style_name]
-    encoder = _export(Encoder(), (luma,), work / "encoder.onnx", [luma_name], list(FEATURES), opset, simplify)
-    natural = _export(Head(True), (*feats, luma, style), work / "natural.onnx", inputs, [out_name], opset, simplify)
-    full = _export(Head(False), (*feats, luma, style), work / "full.onnx", inputs, [out_name], opset, simplify)
+    encoder = export_checked(Encoder(), (luma,), work / "encoder.onnx", [luma_name], list(FEATURES), opset, simplify)
+    natural = export_checked(Head(True), (*feats, luma, style), work / "natural.onnx", inputs, [out_name], opset, simplify)
+    full = export_checked(Head(False), (*feats, luma, style), work / "full.onnx", inputs, [out_name], opset, simplify)
 
     outer = set(inputs)
     consts = [helper.make_tensor("switch_index0", TensorProto.INT64, [1], [0]), helper.make_tensor("switch_one", TensorProto.FLOAT, [], [1.0])]

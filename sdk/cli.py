@@ -182,7 +182,7 @@ def _run_folder(args: argparse.Namespace, items: list[folder.Item], process: fol
 
 
 def _check_engine(args: argparse.Namespace) -> None:
-    """``--engine`` and its options: the Ray ones only with ``--engine ray``, and in range."""
+    """The Ray options only with ``--engine ray`` (their ranges: :func:`sdk.ray_engine.run`)."""
     ray_only = {"--address": getattr(args, "address", None), "--actors": getattr(args, "actors", None),
                 "--gpus-per-actor": getattr(args, "gpus_per_actor", None)}
     if getattr(args, "engine", "local") != "ray":
@@ -190,22 +190,16 @@ def _check_engine(args: argparse.Namespace) -> None:
         if given:
             raise InvalidArgumentError(f"{', '.join(given)} only apply to --engine ray, got --engine {getattr(args, 'engine', 'local')}; "
                                        "add --engine ray or drop them")
-        return
-    from sdk import ray_engine
-
-    ray_engine.check_engine_options(args.actors if args.actors is not None else 1,
-                                    args.gpus_per_actor if args.gpus_per_actor is not None else 0.0, args.threads, args.batch_size)
 
 
 def _run_ray(args: argparse.Namespace, params, max_pixels: int | None) -> int:
-    """colorize / stylize on the Ray engine: check everything, plan, then run the actor pool."""
+    """colorize / stylize on the Ray engine: plan (reads only), then the actor pool (:func:`sdk.ray_engine.run` checks first)."""
     from sdk import ray_engine
 
     options = dict(model_dir=args.model_dir, backend=args.backend, precision=args.precision, threads=args.threads,
-                   actors=args.actors or 1, gpus_per_actor=args.gpus_per_actor or 0.0, batch_size=args.batch_size)
-    ray_engine.check_job(args.command, params, **options)  # fail before touching any file
-    ray_engine.require_ray()  # Ray missing: say so before planning
-    items = folder.plan(args.inputs, args.out, args.format)
+                   actors=1 if args.actors is None else args.actors,
+                   gpus_per_actor=0.0 if args.gpus_per_actor is None else args.gpus_per_actor, batch_size=args.batch_size)
+    items = folder.plan(args.inputs, args.out, args.format)  # reads only; run() checks the options and Ray before any write
     return _run_folder(args, items, None, args.command, runner=lambda step: ray_engine.run(
         items, args.command, params, overwrite=args.overwrite, max_pixels=max_pixels, address=args.address,
         quiet=args.quiet, progress=step, **options))

@@ -17,6 +17,10 @@ class InvalidImageError(ChromaforgeError, ValueError):
     """The input is not an image the SDK can read (unreadable file, non-image bytes, wrong type)."""
 
 
+class ImageTooLargeError(InvalidImageError):
+    """The image's header declares more pixels than the limit (``max_pixels``); HTTP 413 in the service."""
+
+
 class ImageFormatError(InvalidImageError):
     """An array or image has a shape, dtype or value range the SDK does not accept."""
 

@@ -28,7 +28,7 @@ from typing import Union
 import numpy as np
 from PIL import Image, ImageOps
 
-from sdk.errors import ChromaforgeError, ImageFormatError, InvalidArgumentError, InvalidImageError
+from sdk.errors import ChromaforgeError, ImageFormatError, ImageTooLargeError, InvalidArgumentError, InvalidImageError
 
 ImageInput = Union[Image.Image, np.ndarray, str, "os.PathLike[str]", bytes, bytearray, memoryview]
 """Anything the SDK accepts as an image."""
@@ -117,7 +117,7 @@ def _check_size(size: tuple[int, int], label: str, max_pixels: int | None) -> No
     """Refuse an image whose header declares more than ``max_pixels`` pixels."""
     w, h = size
     if max_pixels is not None and w * h > max_pixels:
-        raise InvalidImageError(
+        raise ImageTooLargeError(
             f"{label} is {w}x{h} = {w * h / 1e6:.1f} MP, above the limit of {max_pixels} pixels; "
             "downscale it, or pass a larger max_pixels (None for no limit) if you trust this input"
         )

@@ -320,12 +320,7 @@ def load_manifest(model_dir: str | Path, verify: bool = True) -> Manifest:
     if not m.model_path.is_file():
         raise ModelNotFoundError(f"manifest {mpath} names {m.model_file}, which is missing from {d}")
     if verify:
-        actual = sha256_file(m.model_path)
-        if actual != m.sha256:
-            raise ModelCorruptError(
-                f"{m.model_path} has sha256 {actual[:16]}..., the manifest expects {m.sha256[:16]}...; "
-                "the file is damaged or was replaced: re-export it or reinstall the package"
-            )
+        verify_artifact(m, m.primary)
     return m
 
 
@@ -383,7 +378,7 @@ def verify_artifact(manifest: Manifest, artifact: Artifact) -> Path:
     actual = sha256_file(path)
     if actual != artifact.sha256:
         raise ModelCorruptError(f"{path} has sha256 {actual[:16]}..., the manifest expects {artifact.sha256[:16]}...; "
-                                "the file is damaged or was replaced: rebuild it with python -m export")
+                                "the file is damaged or was replaced: re-export or rebuild it with python -m export, or reinstall the package")
     return path
 
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from sdk import errors
 from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError
-from sdk.folder import Item, Summary, clean_stale, save_atomic
+from sdk.folder import Item, Summary, clean_stale, pipeline_process, save_atomic
 from sdk.io import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -169,7 +169,6 @@ class PipelineActor:
                  max_pixels: int | None, precision: str | None, batch_size: int, save_threads: int = 2) -> None:
         import sdk
 
-        self.task, self.params, self.save_threads = task, params, save_threads
         self.pipeline = None
         self.init_error: ChromaforgeError | None = None
         try:
@@ -177,6 +176,10 @@ class PipelineActor:
                                      max_batch=batch_size, precision=precision)
         except ChromaforgeError as e:  # reported per row as FATAL: the driver raises it, typed
             self.init_error = e
+        else:
+            self.process = pipeline_process(self.pipeline, task, params)
+        # One pool for the actor's life: encoding and writing a batch's results.
+        self.saver = ThreadPoolExecutor(max_workers=max(1, save_threads), thread_name_prefix="chromaforge-save")
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import numpy as np
@@ -195,7 +198,7 @@ class PipelineActor:
             fatal(self.init_error)
         else:
             try:
-                results = self.pipeline.process([Path(s) for s in sources], self.task, self.params, names=sources, on_error="return")
+                results = self.process([Path(s) for s in sources])
             except ChromaforgeError as e:  # options or backend: nothing in this batch can run
                 fatal(e)
             else:
@@ -208,8 +211,7 @@ class PipelineActor:
                     except ChromaforgeError as e:
                         status[i], error[i], kind[i] = FAILED, str(e), type(e).__name__
 
-                with ThreadPoolExecutor(max_workers=max(1, min(self.save_threads, n)), thread_name_prefix="chromaforge-save") as pool:
-                    list(pool.map(save, range(n)))
+                list(self.saver.map(save, range(n)))
         backend = self.pipeline.backend_name if self.pipeline is not None else ""
         return {"index": np.asarray(batch["index"], dtype=np.int64), "source": np.array(sources, dtype=object),
                 "status": np.array(status, dtype=object), "error": np.array(error, dtype=object),

@@ -17,6 +17,7 @@ from sdk.errors import (
     ChromaforgeError,
     EngineMismatchError,
     ImageFormatError,
+    ImageTooLargeError,
     InvalidArgumentError,
     InvalidImageError,
     ModelCorruptError,
@@ -29,6 +30,7 @@ from sdk.errors import (
 DOCUMENTED_BUILTINS = {
     InvalidImageError: ValueError,
     ImageFormatError: ValueError,
+    ImageTooLargeError: ValueError,
     UnknownStyleError: KeyError,
     ModelNotFoundError: FileNotFoundError,
     ModelCorruptError: ValueError,

@@ -92,6 +92,13 @@ def _env_int(name: str, default: int) -> int:
         raise ValueError(f"environment variable {name}={raw!r}; expected an integer (torchrun sets it)") from e
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when available, else CPU; any other name as torch reads it (``cpu``, ``cuda:1``, ``mps``)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def setup(device: str = "auto", timeout_s: float = 600.0) -> tuple[Dist, torch.device]:
     """Open the process group described by torchrun's environment, if any.
 
@@ -108,18 +115,13 @@ def setup(device: str = "auto", timeout_s: float = 600.0) -> tuple[Dist, torch.d
     """
     world = _env_int("WORLD_SIZE", 1)
     d = Dist(_env_int("RANK", 0), world, _env_int("LOCAL_RANK", 0))
-    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    if use_cuda:
-        if d.enabled:
-            if d.local_rank >= torch.cuda.device_count():
-                raise ValueError(f"local rank {d.local_rank} but {torch.cuda.device_count()} visible GPUs; "
-                                 "expected --nproc-per-node <= the GPUs of a node (or --device cpu)")
-            dev = torch.device("cuda", d.local_rank)
-            torch.cuda.set_device(dev)
-        else:
-            dev = torch.device(device if device.startswith("cuda") else "cuda")
-    else:
-        dev = torch.device("cpu")
+    dev = resolve_device(device)
+    if dev.type == "cuda" and d.enabled:  # one GPU per process, by local rank
+        if d.local_rank >= torch.cuda.device_count():
+            raise ValueError(f"local rank {d.local_rank} but {torch.cuda.device_count()} visible GPUs; "
+                             "expected --nproc-per-node <= the GPUs of a node (or --device cpu)")
+        dev = torch.device("cuda", d.local_rank)
+        torch.cuda.set_device(dev)
     if d.enabled and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
     return d, dev

@@ -279,19 +279,15 @@ class Generator(nn.Module):
         cbcr = F.interpolate(self.chroma(logits), scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,2,H,W]
         return torch.cat([luma, cbcr], dim=1), logits
 
-    def forward(self, luma: torch.Tensor, style: torch.Tensor, return_logits: bool = False):
-        """(luma [N,1,H,W] in [0,1], H and W multiples of 32; style [N,S]) -> YCbCr [N,3,H,W].
+    def forward(self, luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """(luma [N,1,H,W] in [0,1], H and W multiples of 32; style [N,S]) -> YCbCr [N,3,H,W]."""
+        return self.decode(self.encoder(luma), luma, style)
 
-        ``return_logits`` also returns the colour logits (for training).
-        """
-        return self.decode(self.encoder(luma), luma, style, return_logits)
-
-    def decode(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor, return_logits: bool = False):
+    def decode(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """Everything after the encoder: both decoders, blended by the style weights."""
-        natural, logits = self.natural(feats, luma, style)
+        natural, _ = self.natural(feats, luma, style)
         g = (1.0 - style[:, :1])[:, :, None, None]  # [N,1,1,1]: 0 for natural colorization
-        out = output_box((1.0 - g) * natural + g * self.styled(feats, luma, style))  # exact at both ends
-        return (out, logits) if return_logits else out
+        return output_box((1.0 - g) * natural + g * self.styled(feats, luma, style))  # exact at both ends
 
     def decode_natural(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         """:meth:`decode` for inputs whose style is natural alone (g = 0): the colour decoder only,

@@ -125,12 +125,6 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def to_tensor(batch_u8: np.ndarray, device: torch.device) -> torch.Tensor:
     """[N,H,W,3] uint8 -> [N,3,H,W] float in [0,1]."""
     return torch.from_numpy(np.require(batch_u8, requirements="W")).to(device).permute(0, 3, 1, 2).float().div_(255.0)
@@ -199,7 +193,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, dist: distributed.Dist | None = None, device: torch.device | None = None) -> None:
         self.cfg = cfg
         self.dist = dist or distributed.Dist()
-        self.device = device or resolve_device(cfg.device)
+        self.device = device or distributed.resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
@@ -529,7 +523,8 @@ class Trainer:
             rgb = _load_work_size(f)
             x = to_tensor(rgb[None], self.device)
             ycc = rgb_to_ycbcr(x)
-            pred = self.G_ema(ycc[:, :1], one_hot_style(torch.zeros(1, dtype=torch.long, device=self.device)))
+            luma = ycc[:, :1]  # natural style: the colour decoder alone (the exported graph's colorize branch)
+            pred = self.G_ema.decode_natural(self.G_ema.encoder(luma), luma, one_hot_style(torch.zeros(1, dtype=torch.long, device=self.device)))
             pred = torch.cat([ycc[:, :1], pred[:, 1:]], 1)  # colour onto the true luminance, as the SDK does
             out = (ycbcr_to_rgb(pred)[0].permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
             grey = np.repeat((ycc[0, 0].cpu().numpy()[..., None] * 255).round().clip(0, 255).astype(np.uint8), 3, 2)

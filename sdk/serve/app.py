@@ -40,7 +40,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from sdk import contract, stages
-from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError, InvalidImageError, UnknownStyleError
+from sdk.errors import BackendUnavailableError, ChromaforgeError, ImageTooLargeError, InvalidArgumentError, InvalidImageError, UnknownStyleError
 from sdk.fusion import FUSE_METHODS, FuseParams, fuse_rgb
 from sdk.io import MAX_PIXELS, check_max_pixels, decode
 from sdk.serve.batcher import Batcher, QueueFullError
@@ -111,7 +111,9 @@ class HTTPError(Exception):
 
 
 def status_of(error: ChromaforgeError) -> int:
-    """The HTTP status of an SDK error: 415 unreadable image, 422 bad option, 500 backend, else 400."""
+    """The HTTP status of an SDK error: 413 too many pixels, 415 unreadable image, 422 bad option, 500 backend, else 400."""
+    if isinstance(error, ImageTooLargeError):
+        return 413
     if isinstance(error, InvalidImageError):
         return 415
     if isinstance(error, (InvalidArgumentError, UnknownStyleError)):
@@ -168,6 +170,7 @@ class Service:
             return
         c = self.config
         self.batcher = Batcher(self.pipe.runner, c.max_batch, c.max_wait_ms / 1000, c.queue, self.metrics.batch.observe)
+        self.metrics.depth.set_function(lambda: self.batcher.depth)  # read when /metrics is scraped
         self._task = asyncio.create_task(self.batcher.run())
         self.ready = True
 
@@ -234,20 +237,7 @@ class Service:
         if missing:
             how = "the raw request body or a multipart field 'image'" if fields == ("image",) else "multipart file fields"
             raise HTTPError(422, f"missing image {missing}; send it as {how}")
-        for name, raw in images.items():
-            self.probe(raw, name)
         return images, params
-
-    def probe(self, data: bytes, name: str) -> None:
-        """413 for too many pixels, from the header alone; 415 when no decoder recognises the data."""
-        try:
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
-        except Exception as e:
-            raise HTTPError(415, f"{name}: not a readable image ({type(e).__name__}: {e}); send PNG, JPEG, WebP, TIFF, BMP or another format Pillow reads") from e
-        limit = self.config.max_pixels
-        if limit is not None and w * h > limit:
-            raise HTTPError(413, f"{name} is {w}x{h} = {w * h} pixels, above the limit of {limit} (--max-pixels); downscale it")
 
     # ------------------------------------------------------------------ work
     def prepare(self, data: bytes, task: str, params: stages.Params) -> stages.Job:
@@ -276,7 +266,6 @@ class Service:
             future = self.batcher.submit(job)
         except QueueFullError as e:
             raise HTTPError(503, f"server busy: {e}; retry later", {"Retry-After": "1"}) from e
-        self.metrics.depth.set(self.batcher.depth)
         output = await future
         return await run_in_threadpool(self.finish, job, output, media)
 
@@ -347,16 +336,12 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
                 response = JSONResponse({"error": e.message, "status": e.status}, e.status, headers=e.headers)
             except ChromaforgeError as e:
                 code = status_of(e)
-                if code == 415 and "above the limit" in str(e):
-                    code = 413
                 response = JSONResponse({"error": str(e), "status": code}, code)
             except asyncio.TimeoutError:
                 response = JSONResponse({"error": f"no answer within {config.timeout_s} s (--timeout-s); retry later", "status": 504}, 504)
             except Exception as e:  # a bug or a backend failure: this request fails, the worker stays
                 log.exception("chromaforge serve: %s failed", route)
                 response = JSONResponse({"error": f"internal error ({type(e).__name__}: {e})", "status": 500}, 500)
-            if service.batcher is not None:
-                m.depth.set(service.batcher.depth)
             m.requests.labels(route, str(response.status_code)).inc()
             m.latency.labels(route).observe(time.perf_counter() - t0)
             return response
@@ -376,7 +361,6 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
             raise HTTPError(422, f"fuse is {method[:40]!r}; expected one of {FUSE_METHODS} or nothing")
         fusion = FuseParams(method, detail=_number(p, "detail", 0.7)) if method else None
         params = stages.Params(stages.parse_style(p.get("style") or "ukiyoe"), _number(p, "strength", 1.0), fusion)
-        stages.check_options("stylize", params, service.pipe.manifest)  # 422 before decoding
         media = negotiate(request.headers.get("accept"))
         return Response(await service.run_model(images["image"], "stylize", params, media), media_type=media)
 
@@ -412,12 +396,12 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
         return JSONResponse({"status": state, "error": service.load_error}, 503, headers={"Retry-After": "1"})
 
     async def metrics(request: Request) -> Response:
-        if service.batcher is not None:
-            m.depth.set(service.batcher.depth)
         return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
+    page_html = PAGE.read_text(encoding="utf-8")
+
     async def page(request: Request) -> Response:
-        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+        return HTMLResponse(page_html)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_spec())
