@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--chroma-blur", type=int, default=-1, help="box filter over the read-out chroma at 1/4 size (-1: the checkpoint's; 0: none)")
     o.add_argument("--chroma-scale", type=float, default=0.0, help="factor on the read-out chroma, in (0, 1] (0: the checkpoint's)")
     o.add_argument("--task-switch", action=argparse.BooleanOptionalAction, default=True,
-                   help="natural-only calls (colorize) skip the style branch inside the graph (export/switch.py)")
+                   help="natural-only calls (colorize) skip the style branch, calls without natural weight the colour decoder, inside the graph (export/switch.py)")
     o.add_argument("--temperature", type=float, default=0.0,
                    help="colour read-out temperature baked into the graph (0: the checkpoint's; lower = more colourful)")
 

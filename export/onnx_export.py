@@ -55,6 +55,7 @@ class ExportConfig:
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
         task_switch: build the graph so that natural-only calls (colorize) skip the style branch
+            and calls without natural weight (stylize at full strength) the colour decoder
             (:mod:`export.switch`: same inputs, output and numbers; one file).
     """
 
@@ -169,6 +170,10 @@ def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarr
     natural = np.zeros((2, n_styles), np.float32)
     natural[:, 0] = 1.0  # colorize: the graph's natural-only branch (export/switch.py)
     cases.append(("random natural 2x96x160", rng.random((2, 1, 96, 160), dtype=np.float32), natural))
+    if n_styles > 2:
+        painting = np.zeros((2, n_styles), np.float32)
+        painting[0, 1], painting[1, 2] = 1.0, 1.0  # stylize at full strength: the style-only branch
+        cases.append(("random styles 2x96x160", rng.random((2, 1, 96, 160), dtype=np.float32), painting))
     files: list[Path] = []
     if cfg.parity_images:
         root = Path(cfg.parity_images)
@@ -293,7 +298,7 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
                 "style_run": {k: v for k, v in ck.get("style_checkpoint", {}).items() if k != "config"} or None,
             },
             "parity": {**report, "tolerance": cfg.tolerance},
-            "graph": "task-switch: natural-only calls skip the style branch" if cfg.task_switch else "plain",
+            "graph": "task-switch: natural-only calls skip the style branch, calls without natural weight the colour decoder" if cfg.task_switch else "plain",
             "versions": {"chromaforge": sdk.__version__, "torch": torch_v, "onnx": onnx_v, "onnxruntime": ort_v, "onnxslim": slim_v},
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },

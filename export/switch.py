@@ -1,18 +1,22 @@
-"""One ONNX graph that skips the style branch for colorization.
+"""One ONNX graph that runs only the decoder a call needs.
 
 Colorize calls run the generator with the style vector (1, 0, 0, 0, 0): the blend weight of the
 style branch is 0, yet a plain export computes that branch (about half the graph's time at 256²).
-This module builds the graph in three exported pieces and joins them:
+Stylize calls at full strength, e.g. (0, 1, 0, 0, 0), weight the colour decoder 0, yet compute it.
+This module builds the graph in four exported pieces and joins them:
 
     luma ─► encoder ─► f4, f8, f16, f32 ─┐
-    style ─► all(style[:, 0] == 1) ──► If ├─ then: colour decoder only      (Generator.decode_natural)
-                                          └─ else: both decoders, blended   (Generator.decode)
+    style ─► all(style[:, 0] == 1) ──► If ├─ then: colour decoder only        (Generator.decode_natural)
+                                          └─ else: all(style[:, 0] == 0) ─► If
+                                                ├─ then: style branch only    (Generator.decode_styled)
+                                                └─ else: both, blended        (Generator.decode)
 
-Both branches give the same numbers for a natural input (the blend is exact at g = 0), so the
-SDK contract does not change: inputs ``luma``/``style``, output ``ycbcr``, one file. The encoder
-stays in the main graph (ONNX Runtime optimises it as before); each branch carries its own copy
-of the colour decoder's weights (~0.2 M parameters), so ONNX Runtime also optimises the
-branches fully (branch bodies reading the main graph's weights measured ~5 ms slower per call).
+Every branch gives the numbers of the blend for its inputs (the blend is exact at g = 0 and
+g = 1), so the SDK contract does not change: inputs ``luma``/``style``, output ``ycbcr``, one
+file. The encoder stays in the main graph (ONNX Runtime optimises it as before); each branch
+carries its own copy of its decoders' weights (~0.2 M parameters for the colour decoder), so ONNX
+Runtime also optimises the branches fully (branch bodies reading the main graph's weights
+measured ~5 ms slower per call).
 
 Example:
     >>> model = switched_model(G, opset=17, work=Path(tmp), simplify=True)
@@ -84,12 +88,13 @@ def _branch(model, prefix: str, outer: set[str], output: str):
 
 
 def switched_model(G, opset: int, work: Path, simplify: bool = True):
-    """The generator as one ONNX model whose natural-only calls skip the style branch.
+    """The generator as one ONNX model whose natural-only calls skip the style branch and whose
+    calls without natural weight skip the colour decoder.
 
     Args:
         G: a :class:`training.model.Generator` in eval mode.
         opset: ONNX opset (If is in every opset used here).
-        work: a folder for the three intermediate exports.
+        work: a folder for the four intermediate exports.
         simplify: run onnxslim on each piece.
 
     Returns:
@@ -113,15 +118,12 @@ def switched_model(G, opset: int, work: Path, simplify: bool = True):
             return tuple(self.G.encoder(luma))  # [N,24,H/4], [N,32,H/8], [N,96,H/16], [N,320,H/32]
 
     class Head(torch.nn.Module):
-        def __init__(self, natural_only: bool) -> None:
+        def __init__(self, mode: str) -> None:
             super().__init__()
-            self.G, self.natural_only = G, natural_only
+            self.G, self.method = G, {"natural": "decode_natural", "styled": "decode_styled", "full": "decode"}[mode]
 
         def forward(self, f4, f8, f16, f32, luma, style):
-            feats = [f4, f8, f16, f32]
-            if self.natural_only:
-                return self.G.decode_natural(feats, luma, style)
-            return self.G.decode(feats, luma, style)
+            return getattr(self.G, self.method)([f4, f8, f16, f32], luma, style)
 
     luma = torch.rand(1, 1, 64, 64)
     style = torch.zeros(1, n_styles)
@@ -130,18 +132,28 @@ def switched_model(G, opset: int, work: Path, simplify: bool = True):
         feats = tuple(G.encoder(luma))
     inputs = list(FEATURES) + [luma_name, style_name]
     encoder = export_checked(Encoder(), (luma,), work / "encoder.onnx", [luma_name], list(FEATURES), opset, simplify)
-    natural = export_checked(Head(True), (*feats, luma, style), work / "natural.onnx", inputs, [out_name], opset, simplify)
-    full = export_checked(Head(False), (*feats, luma, style), work / "full.onnx", inputs, [out_name], opset, simplify)
+    natural = export_checked(Head("natural"), (*feats, luma, style), work / "natural.onnx", inputs, [out_name], opset, simplify)
+    styled = export_checked(Head("styled"), (*feats, luma, style), work / "styled.onnx", inputs, [out_name], opset, simplify)
+    full = export_checked(Head("full"), (*feats, luma, style), work / "full.onnx", inputs, [out_name], opset, simplify)
 
     outer = set(inputs)
-    consts = [helper.make_tensor("switch_index0", TensorProto.INT64, [1], [0]), helper.make_tensor("switch_one", TensorProto.FLOAT, [], [1.0])]
+    consts = [helper.make_tensor("switch_index0", TensorProto.INT64, [1], [0]), helper.make_tensor("switch_one", TensorProto.FLOAT, [], [1.0]),
+              helper.make_tensor("switch_zero", TensorProto.FLOAT, [], [0.0])]
+    out = next(o for o in full.graph.output if o.name == out_name)
+    painting = helper.make_graph([  # no natural weight anywhere in the batch (stylize at full strength): style branch only
+        helper.make_node("ReduceMax", ["switch_natural"], ["switch_max"], keepdims=0, name="switch_max"),  # scalar
+        helper.make_node("Equal", ["switch_max", "switch_zero"], ["switch_no_natural"], name="switch_equal_zero"),  # bool scalar
+        helper.make_node("If", ["switch_no_natural"], [out_name], name="switch_if_styled",
+                         then_branch=_branch(styled, "styled_", outer, out_name),
+                         else_branch=_branch(full, "full_", outer, out_name)),
+    ], "painting_branch", [], [out])
     nodes = list(encoder.graph.node) + [
         helper.make_node("Gather", [style_name, "switch_index0"], ["switch_natural"], axis=1, name="switch_gather"),  # [N,1]
         helper.make_node("ReduceMin", ["switch_natural"], ["switch_min"], keepdims=0, name="switch_min"),  # scalar
         helper.make_node("Equal", ["switch_min", "switch_one"], ["switch_all_natural"], name="switch_equal"),  # bool scalar
         helper.make_node("If", ["switch_all_natural"], [out_name], name="switch_if",
                          then_branch=_branch(natural, "natural_", outer, out_name),
-                         else_branch=_branch(full, "full_", outer, out_name)),
+                         else_branch=painting),
     ]
     graph_inputs = [next(i for i in encoder.graph.input if i.name == luma_name), next(i for i in full.graph.input if i.name == style_name)]
     graph = helper.make_graph(nodes, "chromaforge", graph_inputs, list(full.graph.output),

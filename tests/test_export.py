@@ -158,14 +158,20 @@ def test_colour_and_style_runs_join(tmp_path: Path):
 
 def test_task_switch_skips_the_style_branch_for_natural_inputs(tiny_checkpoint: Path, tiny_model_dir: Path, tmp_path: Path):
     """The default export joins the encoder with an If: natural-only batches run the colour decoder
-    alone, anything else both decoders; both give the plain export's numbers."""
+    alone, batches without natural weight the style branch alone, anything else both decoders; all
+    give the plain export's numbers."""
     import onnxruntime as ort
 
     model = onnx.load(str(tiny_model_dir / "model.onnx"))
     (switch,) = [n for n in model.graph.node if n.op_type == "If"]
     branches = {a.name: a.g for a in switch.attribute}
-    assert len(branches["then_branch"].node) < len(branches["else_branch"].node)
     assert not any("style_" in n.name for n in branches["then_branch"].node)
+    (inner,) = [n for n in branches["else_branch"].node if n.op_type == "If"]  # no natural weight: style branch only
+    painting = {a.name: a.g for a in inner.attribute}
+    assert any("style_" in n.name for n in painting["then_branch"].node)
+    assert not any("colour_head" in n.name or "up16" in n.name for n in painting["then_branch"].node)
+    assert len(branches["then_branch"].node) < len(painting["else_branch"].node)
+    assert len(painting["then_branch"].node) < len(painting["else_branch"].node)
     assert load_manifest(tiny_model_dir).extra["graph"].startswith("task-switch")
     plain = tmp_path / "plain"
     export_onnx(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(plain), task_switch=False))
@@ -173,8 +179,8 @@ def test_task_switch_skips_the_style_branch_for_natural_inputs(tiny_checkpoint: 
     a = ort.InferenceSession(str(tiny_model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     b = ort.InferenceSession(str(plain / "model.onnx"), providers=["CPUExecutionProvider"])
     luma = np.random.default_rng(0).random((2, 1, 64, 96), dtype=np.float32)
-    for row in ([1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0.5, 0, 0, 0.5, 0]):
+    for row in ([1, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0.5, 0, 0, 0.5, 0], [0, 0, 0.3, 0, 0.7]):
         style = np.array([row, [1, 0, 0, 0, 0]], np.float32)  # a mixed batch takes the full branch
-        for s in (style, style[:1]):
+        for s in (style, style[:1], np.array([row, [0, 0, 0, 1, 0]], np.float32)):
             feed = {"luma": luma[: len(s)], "style": s}
             assert np.abs(a.run(None, feed)[0] - b.run(None, feed)[0]).max() < 1e-5

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from training import style_eval as se
 
@@ -101,3 +102,21 @@ def test_cli_scores_a_model(cached, small_cfg, tiny_model_dir, tmp_path, capsys)
     for p in m["pairs"].values():
         assert 0.0 <= p["mad"] <= 255.0 and 0.0 <= p["a_as_b"] <= 1.0 and 0.0 <= p["b_as_a"] <= 1.0
     assert 0.0 <= m["inputs_as_photo"] <= 1.0
+
+
+def test_style_reference_optimises_every_style(tmp_path: Path, datasets: Path, vgg_path: Path, cached):
+    """The optimisation reference runs the training losses on the pixels of a real photo: every style
+    rendered, the losses fall from the grey start, verdicts and PNGs written."""
+    from training import style_reference
+
+    ex = {s: sorted(p.name for p in (datasets / "styles" / s / "train").iterdir())[:1] for s in style_reference.PAINTING_STYLES}
+    (tmp_path / "ex.json").write_text(json.dumps(ex))
+    base = dict(exemplars=str(tmp_path / "ex.json"), datasets=str(datasets), vgg=str(vgg_path), out=str(tmp_path / "out"), photos=1,
+                short_side=64, margin=8, crop=64, threads=1)
+    start = style_reference.run(style_reference.ReferenceConfig(**base, steps=1), clf=cached[1])
+    done = style_reference.run(style_reference.ReferenceConfig(**base, steps=15), clf=cached[1])
+    assert len(done["photos"][0]["verdict"]) == 4 and set(done["recognised"]) == set(style_reference.PAINTING_STYLES)
+    assert done["photos"][0]["losses"]["style"] < start["photos"][0]["losses"]["style"]
+    png = next((tmp_path / "out").glob("*.png"))
+    assert Image.open(png).width == 5 * done["photos"][0]["size"][0]
+

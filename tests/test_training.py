@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -205,3 +206,30 @@ def test_style_only_run_with_exemplars_and_margin(tmp_path: Path, photo_folder: 
     assert all(torch.equal(v, tr.G.state_dict()[k]) for k, v in colour_before.items())
     again = Trainer(cfg)  # the cache is reused: same exemplars, no new pick
     assert [p.name for p in again.paintings[1].files] == cache["ukiyoe"]
+
+
+def test_style_statistics_and_border_losses(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
+    """--w-stats adds the log channel-statistics loss (zero at the target), --w-border penalises a coloured
+    streak in the margin the style losses leave free, and a content layer outside VGG's taps is refused."""
+    from training import losses
+
+    cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, colour=False, styles_root=str(datasets / "styles"),
+                    style_limit=6, gram_samples=4, vgg=str(vgg_path), style_exemplars=2, loss_margin=16, style_batch=2,
+                    w_stats=1.0, w_border=10.0, content_layer=1)
+    tr = Trainer(cfg)
+    assert all(len(v) == 3 and v[0].shape == (2, 64) for v in tr.style_stats.values())
+    stats = tr.train_step()
+    assert stats["stats"] > 0 and stats["border"] >= 0
+    rgb = torch.rand(2, 3, 64, 64)
+    labels = torch.tensor([1, 3])
+    plain = torch.cat([rgb_to_ycbcr(rgb)[:, :1], torch.zeros(2, 2, 64, 64)], dim=1)
+    streak = plain.clone()
+    streak[:, 1, -3:, :] = 0.3  # an orange-ish band along the bottom edge
+    _, s_plain, _ = tr._style_losses(rgb, labels, plain)
+    _, s_streak, _ = tr._style_losses(rgb, labels, streak)
+    # one 0.3 step in Cb per column (64) and image (2), averaged over the band's pixels (64^2 - 32^2), images and 2 planes
+    assert s_plain["border"] == 0.0 and s_streak["border"] == pytest.approx(0.3 * 64 * 2 / (3072 * 2 * 2), rel=1e-4)
+    feats = tr.vgg(torch.rand(1, 3, 64, 64))
+    assert losses.channel_stats(feats[0]).shape == (1, 2, 64)
+    with pytest.raises(ValueError, match="content_layer"):
+        Trainer(dataclasses.replace(cfg, content_layer=3))

@@ -92,6 +92,38 @@ def gram(feat: torch.Tensor) -> torch.Tensor:
     return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
+STATS_EPS = 1e-3
+"""Offset inside the log of :func:`channel_stats` (VGG activations are >= 0, often near 0)."""
+
+
+def channel_stats(feat: torch.Tensor, eps: float = STATS_EPS) -> torch.Tensor:
+    """Log per-channel mean and standard deviation of features [N,C,H,W]: [N,2,C].
+
+    The style statistics of Huang & Belongie (2017), in log space so that weak channels count as
+    much as strong ones (a Gram loss is dominated by a few large entries). The style evaluation's
+    classifier features use the same function.
+    """
+    f = feat.flatten(2)
+    return torch.log(torch.stack([f.mean(2), f.std(2)], dim=1).clamp_min(0) + eps)
+
+
+def gram_loss(feats: list[torch.Tensor], targets: list[torch.Tensor], weights: tuple[float, ...] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """Style loss: per layer, the squared Gram error relative to the target's norm, averaged over
+    the batch, weighted and summed. ``feats`` [N,C,H,W] and ``targets`` [N,C,C] (one per image) per layer."""
+    total = feats[0].new_zeros(())
+    for w, f, t in zip(weights, feats, targets):
+        total = total + w * ((gram(f.float()) - t) ** 2).sum(dim=(1, 2)).div(t.pow(2).sum(dim=(1, 2))).mean()
+    return total
+
+
+def stats_loss(feats: list[torch.Tensor], targets: list[torch.Tensor], weights: tuple[float, ...] = (1.0, 1.0, 1.0)) -> torch.Tensor:
+    """Mean squared error of :func:`channel_stats` against targets [N,2,C] per layer, weighted and summed."""
+    total = feats[0].new_zeros(())
+    for w, f, t in zip(weights, feats, targets):
+        total = total + w * (channel_stats(f.float()) - t).pow(2).mean()
+    return total
+
+
 def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
     """Hasler & Suesstrunk colourfulness per image, on a 0..255 scale: [N].
 

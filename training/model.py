@@ -294,6 +294,11 @@ class Generator(nn.Module):
         the same numbers without the style branch (the exported graph switches to it)."""
         return output_box(self.natural(feats, luma, style)[0])
 
+    def decode_styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` for inputs with no natural weight (g = 1): the style branch only, the same
+        numbers without the colour decoder (the exported graph switches to it for painting styles)."""
+        return output_box(self.styled(feats, luma, style))
+
 
 def output_box(ycbcr: torch.Tensor) -> torch.Tensor:
     """Clamp [N,3,H,W] YCbCr to the output's range: Y in [0, 1], Cb and Cr in [-0.5, 0.5]."""

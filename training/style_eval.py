@@ -52,6 +52,7 @@ from PIL import Image, ImageOps
 
 from sdk import contract
 from training.data import list_images
+from training.losses import STATS_EPS
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ total variance is proportional to weight^2, so the 10k Gram values do not drown 
 FEATURE_DIM = sum(n for _, n, _ in FEATURE_BLOCKS)
 FEATURE_VERSION = 1
 """Bumped whenever the features change, so a cached classifier for other features is refitted."""
-LOG_EPS = 1e-3
+LOG_EPS = STATS_EPS
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ def vgg_style_features(images: Iterable[np.ndarray], vgg, size: int = 224, batch
     """
     import torch
 
-    from training.losses import gram
+    from training.losses import channel_stats, gram
 
     iu = {i: torch.triu_indices(CHANNELS[i], CHANNELS[i]) for i in GRAM_LAYERS}
     out: list[np.ndarray] = []
@@ -161,9 +162,9 @@ def vgg_style_features(images: Iterable[np.ndarray], vgg, size: int = 224, batch
     def run(chunk: list[np.ndarray]) -> None:
         x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() / 255.0
         fs = vgg(x)
-        stats = [t for f in fs for t in (f.flatten(2).mean(2), f.flatten(2).std(2))]
-        grams = [gram(fs[i])[:, iu[i][0], iu[i][1]] for i in GRAM_LAYERS]
-        feats = torch.log(torch.cat(stats + grams, 1).clamp_min(0) + LOG_EPS)
+        stats = [channel_stats(f, LOG_EPS).flatten(1) for f in fs]  # log mean, log std per layer
+        grams = [torch.log(gram(fs[i])[:, iu[i][0], iu[i][1]].clamp_min(0) + LOG_EPS) for i in GRAM_LAYERS]
+        feats = torch.cat(stats + grams, 1)
         out.append(feats.numpy().astype(np.float32))
 
     chunk: list[np.ndarray] = []

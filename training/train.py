@@ -78,7 +78,10 @@ class TrainConfig:
     w_cf: float = 0.0
     w_content: float = 1.0
     content_luma: bool = True
+    content_layer: int = 2
     w_style: float = 5.0
+    w_stats: float = 0.0
+    w_border: float = 0.0
     style_layers: tuple[float, float, float] = (1.0, 1.0, 1.0)
     w_adv_style: float = 0.0
     w_tv: float = 0.0
@@ -191,6 +194,8 @@ class Trainer:
     """
 
     def __init__(self, cfg: TrainConfig, dist: distributed.Dist | None = None, device: torch.device | None = None) -> None:
+        if not 0 <= cfg.content_layer < len(losses.VGG_LAYERS):
+            raise ValueError(f"content_layer must index {losses.VGG_LAYERS} (0..{len(losses.VGG_LAYERS) - 1}), got {cfg.content_layer}")
         self.cfg = cfg
         self.dist = dist or distributed.Dist()
         self.device = device or distributed.resolve_device(cfg.device)
@@ -230,6 +235,7 @@ class Trainer:
         self.paintings: dict[int, ImageBank] = {}
         self.vgg: losses.VGGFeatures | None = None
         self.style_grams: dict[int, list[torch.Tensor]] = {}
+        self.style_stats: dict[int, list[torch.Tensor]] = {}  # per style, per layer: mean log channel stats [2,C]
         if cfg.style_fraction > 0:
             self.vgg = losses.VGGFeatures(cfg.vgg).to(self.device)
             for name in PAINTING_STYLES:
@@ -275,7 +281,8 @@ class Trainer:
     # ---------------------------------------------------------------- setup
     @torch.no_grad()
     def _style_targets(self) -> None:
-        """Mean Gram matrices per style over random crops of its paintings (or of its exemplars).
+        """Mean Gram matrices and log channel statistics per style over random crops of its
+        paintings (or of its exemplars).
 
         Under DDP each rank takes its share of the crops from its own paintings; the sums are
         all-reduced, so every rank gets the same targets (checked below).
@@ -289,11 +296,13 @@ class Trainer:
             for start in range(0, n, 16):
                 scale = (self.cfg.painting_scale, self.cfg.painting_scale)  # 1.75 x 128 = the paintings' own 224 px
                 crops = to_tensor(bank.batch(self.rng, min(16, n - start), self.cfg.size, scale), self.device)
-                grams = [losses.gram(f).sum(0) for f in self.vgg(crops)]
-                acc = grams if acc is None else [a + g for a, g in zip(acc, grams)]
-            self.style_grams[idx] = [self.dist.all_reduce_sum(a) / (n * self.dist.world_size) for a in acc]
+                feats = self.vgg(crops)
+                sums = [losses.gram(f).sum(0) for f in feats] + [losses.channel_stats(f).sum(0) for f in feats]
+                acc = sums if acc is None else [a + g for a, g in zip(acc, sums)]
+            means = [self.dist.all_reduce_sum(a) / (n * self.dist.world_size) for a in acc]
+            self.style_grams[idx], self.style_stats[idx] = means[:3], means[3:]
         if self.dist.enabled:
-            sums = self.dist.gather_objects([float(g.double().sum()) for k in sorted(self.style_grams) for g in self.style_grams[k]])
+            sums = self.dist.gather_objects([float(g.double().sum()) for k in sorted(self.style_grams) for g in self.style_grams[k] + self.style_stats[k]])
             if any(s != sums[0] for s in sums):
                 raise RuntimeError(f"style targets differ between ranks: {sums}")
             log.info("style targets identical on %d ranks", self.dist.world_size)
@@ -427,22 +436,29 @@ class Trainer:
         fake_rgb = ycbcr_to_rgb(pred)
         feats = self.vgg(fake_rgb)
         with torch.no_grad():
-            content = self.vgg(luma.expand(-1, 3, -1, -1))[-1]
+            content = self.vgg(luma.expand(-1, 3, -1, -1))[cfg.content_layer]
         # Content of the output's own luminance (default) or of its colours: the latter holds the
         # output near a grey image and mutes every palette toward beige.
-        mine = self.vgg(rgb_to_ycbcr(fake_rgb)[:, :1].expand(-1, 3, -1, -1))[-1] if cfg.content_luma else feats[-1]
+        mine = self.vgg(rgb_to_ycbcr(fake_rgb)[:, :1].expand(-1, 3, -1, -1))[cfg.content_layer] if cfg.content_luma else feats[cfg.content_layer]
         l_content = F.mse_loss(mine, content) / (content.pow(2).mean() + 1e-8)  # whole image, borders too
         m = cfg.loss_margin
         if m:  # style statistics of the centre only: the borders cannot buy Gram statistics with frames
             feats = [f[..., m // k : -(m // k), m // k : -(m // k)] for f, k in zip(feats, (1, 2, 4))]
-        l_style = fake_rgb.new_zeros(())
-        for li, f in enumerate(feats):
-            g = losses.gram(f.float())
-            target = torch.stack([self.style_grams[int(k)][li] for k in labels])
-            rel = ((g - target) ** 2).sum(dim=(1, 2)).div(target.pow(2).sum(dim=(1, 2))).mean()
-            l_style = l_style + cfg.style_layers[li] * rel
+        l_style = losses.gram_loss(feats, [torch.stack([self.style_grams[int(k)][li] for k in labels]) for li in range(len(feats))], cfg.style_layers)
         total = cfg.w_content * l_content + cfg.w_style * l_style
         stats = {"content": l_content.item(), "style": l_style.item()}
+        if cfg.w_border and m:  # the margin the style losses leave free: its chroma may not jump (no coloured streaks)
+            band = torch.ones_like(pred[:1, :1])
+            band[..., m:-m, m:-m] = 0.0
+            c = pred[:, 1:]
+            tv = ((c[..., 1:, :] - c[..., :-1, :]).abs() * band[..., 1:, :]).sum() + ((c[..., :, 1:] - c[..., :, :-1]).abs() * band[..., :, 1:]).sum()
+            l_border = tv / (band.sum() * c.shape[0] * c.shape[1])
+            total = total + cfg.w_border * l_border
+            stats["border"] = l_border.item()
+        if cfg.w_stats:  # log mean/std per channel (weak channels count too; a Gram loss sees the strong ones)
+            l_stats = losses.stats_loss(feats, [torch.stack([self.style_stats[int(k)][li] for k in labels]) for li in range(len(feats))], cfg.style_layers)
+            total = total + cfg.w_stats * l_stats
+            stats["stats"] = l_stats.item()
         if cfg.w_tv:
             total = total + cfg.w_tv * losses.total_variation(fake_rgb)
         if cfg.w_adv_style:
