@@ -107,6 +107,18 @@ def channel_stats(feat: torch.Tensor, eps: float = STATS_EPS) -> torch.Tensor:
     return torch.log(torch.stack([f.mean(2), f.std(2)], dim=1).clamp_min(0) + eps)
 
 
+def content_loss(mine: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared feature error relative to the target's mean square (``target`` broadcasts over ``mine``'s batch)."""
+    return F.mse_loss(mine, target.expand_as(mine)) / (target.pow(2).mean() + 1e-8)
+
+
+def crop_margin(feats: list[torch.Tensor], margin: int) -> list[torch.Tensor]:
+    """relu1_1 / relu2_1 / relu3_1 features (strides 1, 2, 4) without ``margin`` image pixels on each side."""
+    if not margin:
+        return feats
+    return [f[..., margin // k : -(margin // k), margin // k : -(margin // k)] for f, k in zip(feats, (1, 2, 4))]
+
+
 def gram_loss(feats: list[torch.Tensor], targets: list[torch.Tensor], weights: tuple[float, ...] = (1.0, 1.0, 1.0)) -> torch.Tensor:
     """Style loss: per layer, the squared Gram error relative to the target's norm, averaged over
     the batch, weighted and summed. ``feats`` [N,C,H,W] and ``targets`` [N,C,C] (one per image) per layer."""

@@ -52,7 +52,6 @@ from PIL import Image, ImageOps
 
 from sdk import contract
 from training.data import list_images
-from training.losses import STATS_EPS
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +76,6 @@ total variance is proportional to weight^2, so the 10k Gram values do not drown 
 FEATURE_DIM = sum(n for _, n, _ in FEATURE_BLOCKS)
 FEATURE_VERSION = 1
 """Bumped whenever the features change, so a cached classifier for other features is refitted."""
-LOG_EPS = STATS_EPS
-
 
 @dataclass(frozen=True)
 class ClassifierConfig:
@@ -154,7 +151,7 @@ def vgg_style_features(images: Iterable[np.ndarray], vgg, size: int = 224, batch
     """
     import torch
 
-    from training.losses import channel_stats, gram
+    from training.losses import STATS_EPS, channel_stats, gram
 
     iu = {i: torch.triu_indices(CHANNELS[i], CHANNELS[i]) for i in GRAM_LAYERS}
     out: list[np.ndarray] = []
@@ -162,8 +159,8 @@ def vgg_style_features(images: Iterable[np.ndarray], vgg, size: int = 224, batch
     def run(chunk: list[np.ndarray]) -> None:
         x = torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2).float() / 255.0
         fs = vgg(x)
-        stats = [channel_stats(f, LOG_EPS).flatten(1) for f in fs]  # log mean, log std per layer
-        grams = [torch.log(gram(fs[i])[:, iu[i][0], iu[i][1]].clamp_min(0) + LOG_EPS) for i in GRAM_LAYERS]
+        stats = [channel_stats(f).flatten(1) for f in fs]  # log mean, log std per layer
+        grams = [torch.log(gram(fs[i])[:, iu[i][0], iu[i][1]].clamp_min(0) + STATS_EPS) for i in GRAM_LAYERS]
         feats = torch.cat(stats + grams, 1)
         out.append(feats.numpy().astype(np.float32))
 

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from training import losses
@@ -110,9 +109,8 @@ def optimise(cfg: ReferenceConfig, luma: torch.Tensor, targets, vgg: losses.VGGF
         img = x.clamp(0.0, 1.0)
         feats = vgg(img)
         mine = vgg(rgb_to_ycbcr(img)[:, :1].expand(-1, 3, -1, -1))[-1]
-        l_content = F.mse_loss(mine, content.expand_as(mine)) / content.pow(2).mean()
-        if m:
-            feats = [f[..., m // k : -(m // k), m // k : -(m // k)] for f, k in zip(feats, (1, 2, 4))]
+        l_content = losses.content_loss(mine, content)
+        feats = losses.crop_margin(feats, m)
         l_style = losses.gram_loss(feats, grams)
         l_stats = losses.stats_loss(feats, stats)
         loss = cfg.w_content * l_content + cfg.w_style * l_style + cfg.w_stats * l_stats

@@ -440,10 +440,9 @@ class Trainer:
         # Content of the output's own luminance (default) or of its colours: the latter holds the
         # output near a grey image and mutes every palette toward beige.
         mine = self.vgg(rgb_to_ycbcr(fake_rgb)[:, :1].expand(-1, 3, -1, -1))[cfg.content_layer] if cfg.content_luma else feats[cfg.content_layer]
-        l_content = F.mse_loss(mine, content) / (content.pow(2).mean() + 1e-8)  # whole image, borders too
+        l_content = losses.content_loss(mine, content)  # whole image, borders too
         m = cfg.loss_margin
-        if m:  # style statistics of the centre only: the borders cannot buy Gram statistics with frames
-            feats = [f[..., m // k : -(m // k), m // k : -(m // k)] for f, k in zip(feats, (1, 2, 4))]
+        feats = losses.crop_margin(feats, m)  # style statistics of the centre only (0: the whole image)
         l_style = losses.gram_loss(feats, [torch.stack([self.style_grams[int(k)][li] for k in labels]) for li in range(len(feats))], cfg.style_layers)
         total = cfg.w_content * l_content + cfg.w_style * l_style
         stats = {"content": l_content.item(), "style": l_style.item()}
