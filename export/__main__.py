@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--force", action="store_true", help="replace a model already in --out")
     o.add_argument("--style-checkpoint", default="", help="last.pt of a style-only run (--no-colour) to join with --checkpoint's colour")
     o.add_argument("--chroma-blur", type=int, default=-1, help="box filter over the read-out chroma at 1/4 size (-1: the checkpoint's; 0: none)")
-    o.add_argument("--chroma-scale", type=float, default=0.0, help="factor on the read-out chroma, in (0, 1] (0: the checkpoint's)")
+    o.add_argument("--chroma-scale", type=float, default=0.0, help="factor on the read-out chroma, in (0, 2] (0: the checkpoint's)")
+    o.add_argument("--prior-correction", type=float, default=-1.0,
+                   help="share of the colour class rebalancing taken back at read-out, in [0, 1] (-1: the checkpoint's; 0: none)")
     o.add_argument("--task-switch", action=argparse.BooleanOptionalAction, default=True,
                    help="natural-only calls (colorize) skip the style branch, calls without natural weight the colour decoder, inside the graph (export/switch.py)")
     o.add_argument("--temperature", type=float, default=0.0,

@@ -52,6 +52,8 @@ class ExportConfig:
             (0 keeps the checkpoint's; choose it on validation photos, lower = more colourful).
         chroma_blur: box-filter side over the read-out chroma (-1 keeps the checkpoint's).
         chroma_scale: factor on the read-out chroma (0 keeps the checkpoint's).
+        prior_correction: share of the class rebalancing taken back at read-out (-1 keeps the
+            checkpoint's; see GeneratorConfig).
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
         task_switch: build the graph so that natural-only calls (colorize) skip the style branch
@@ -72,6 +74,7 @@ class ExportConfig:
     temperature: float = 0.0
     chroma_blur: int = -1
     chroma_scale: float = 0.0
+    prior_correction: float = -1.0
     style_checkpoint: str = ""
     task_switch: bool = True
 
@@ -99,7 +102,7 @@ def _read_checkpoint(path: str | Path) -> dict:
 
 
 def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None,
-                   chroma_blur: int = -1, chroma_scale: float = 0.0):
+                   chroma_blur: int = -1, chroma_scale: float = 0.0, prior_correction: float = -1.0):
     """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
 
     Args:
@@ -108,6 +111,8 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         temperature: > 0 replaces the colour read-out's annealed-mean temperature.
         chroma_blur: >= 0 replaces the read-out's box-filter side (see GeneratorConfig).
         chroma_scale: > 0 replaces the read-out's chroma factor.
+        prior_correction: >= 0 replaces the read-out's prior correction; when the result is > 0 the
+            class weights come from the checkpoint or are recomputed from the run's training photos.
         style_checkpoint: a style-only run (``--no-colour``) whose style branch replaces the
             checkpoint's: colour and style share only the frozen encoder, so two runs join.
 
@@ -131,6 +136,8 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         gcfg["chroma_blur"] = chroma_blur
     if chroma_scale > 0:
         gcfg["chroma_scale"] = chroma_scale
+    if prior_correction >= 0:
+        gcfg["prior_correction"] = prior_correction
     key = "G_ema" if use_ema else "G"
     weights = ck[key]
     if style_checkpoint is not None:
@@ -152,6 +159,17 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
     except RuntimeError as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])[:400]
         raise ExportError(f"{path} does not fit this generator design: {detail}") from None
+    if G.cfg.prior_correction > 0:
+        from training.train import colour_class_weights
+
+        w = ck.get("class_weights")
+        if w is None:
+            try:
+                w = colour_class_weights(ck.get("config", {}), G.bins)
+            except (FileNotFoundError, KeyError) as e:
+                raise ExportError(f"prior correction needs the colour run's class weights: {path} has none saved and "
+                                  f"they cannot be recomputed ({e})") from None
+        G.class_log_weights.copy_(torch.log(w.float()))
     return G.eval(), ck
 
 
@@ -233,7 +251,8 @@ def export_onnx(cfg: ExportConfig) -> dict:
     manifest_path = out / contract.MANIFEST_NAME
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
-    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur, cfg.chroma_scale)
+    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur, cfg.chroma_scale,
+                            cfg.prior_correction)
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 

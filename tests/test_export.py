@@ -123,6 +123,52 @@ def test_temperature_is_baked_in_and_recorded(tiny_checkpoint: Path, tmp_path: P
     assert np.abs(sharp[:, 1:]).mean() > np.abs(mean[:, 1:]).mean()
 
 
+def test_prior_correction_takes_back_the_rebalancing(tmp_path: Path, datasets: Path):
+    """--prior-correction subtracts a * log w from the colour logits in the graph: w recomputed from the
+    run's training photos (checkpoints without saved weights) or taken as saved; recorded; parity holds."""
+    from training.data import list_images
+    from training.train import colour_class_weights
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in list_images(datasets / "photos" / "val")[:4]:
+        shutil.copy(f, photos / f.name)
+    config = {"photos": str(photos), "load_size": 64, "photo_limit": 0, "seed": 0, "rebalance_lambda": 0.5, "bin_step": 0.05}
+    ck_path = make_checkpoint(tmp_path / "ck.pt")
+    ck = torch.load(ck_path, weights_only=False)
+    ck["config"] = config
+    torch.save(ck, ck_path)
+
+    G, _ = load_generator(ck_path, prior_correction=1.0)
+    w = colour_class_weights(config, G.bins)
+    assert torch.allclose(G.class_log_weights, torch.log(w)) and float(w.max()) > 2 * float(w.min())
+    G0, _ = load_generator(ck_path)
+    assert G0.cfg.prior_correction == 0 and not G0.class_log_weights.any()
+    # The read-out is the annealed mean of (logits - a log w): uniform logits read out as softmax(-log w / T)'s mean.
+    flat = torch.zeros(1, len(G.bins), 1, 1)
+    p = torch.softmax(-torch.log(w) / G.cfg.temperature, 0)
+    assert torch.allclose(G.chroma(flat)[0, :, 0, 0] / G.cfg.chroma_scale, p @ G.bins, atol=1e-6)
+
+    m = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), prior_correction=1.0, simplify=False))
+    assert m["generator"]["prior_correction"] == 1.0 and m["parity"]["max_abs"] < 1e-4
+    feeds = {"luma": np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32), "style": np.eye(5, dtype=np.float32)[:1]}
+    corrected = ort.InferenceSession(str(tmp_path / "m" / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    with torch.no_grad():
+        plain = G0(torch.from_numpy(feeds["luma"]), torch.from_numpy(feeds["style"])).numpy()
+    assert np.abs(corrected[:, 1:] - plain[:, 1:]).max() > 1e-3
+
+    # Saved weights are used as they are; without them and without the photos the export says what is missing.
+    ck["class_weights"] = torch.full((len(G.bins),), 2.0)
+    torch.save(ck, ck_path)
+    G2, _ = load_generator(ck_path, prior_correction=0.5)
+    assert torch.allclose(G2.class_log_weights, torch.full_like(G2.class_log_weights, float(np.log(2.0))))
+    del ck["class_weights"]
+    ck["config"] = {**config, "photos": str(tmp_path / "gone")}
+    torch.save(ck, ck_path)
+    with pytest.raises(ExportError, match="class weights"):
+        load_generator(ck_path, prior_correction=0.5)
+
+
 def test_old_generator_design_is_refused(tiny_checkpoint: Path, tmp_path: Path):
     """A checkpoint of the first release's generator (fields this design lacks) raises ExportError, not a traceback."""
     ck = torch.load(tiny_checkpoint, weights_only=False)

@@ -159,6 +159,15 @@ def test_fit_saves_config_samples_and_resumes(tmp_path: Path, photo_folder: Path
     lines = (run / "log.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["step"] == 25
     assert "val_psnr" in json.loads(lines[19])
+    ck = torch.load(run / "last.pt", weights_only=False)
+    assert ck["class_weights"].shape == (len(resumed.G.bins),)
+    # An init takes the raw weights, or the EMA with --init-ema (a fine-tune of what a release shipped).
+    for ema, key in ((False, "G"), (True, "G_ema")):
+        t = Trainer(_tiny_cfg(tmp_path / key, photo_folder, steps=1, init=str(run / "last.pt"), init_ema=ema))
+        assert all(torch.equal(v, ck[key][k]) for k, v in t.G_ema.state_dict().items()) and t.step == 0
+    assert not all(torch.equal(ck["G"][k], ck["G_ema"][k]) for k in ck["G"])
+    with pytest.raises(ValueError, match="--init"):
+        Trainer(_tiny_cfg(tmp_path, photo_folder, steps=1, init_ema=True))
 
 
 def test_python_m_training_help():

@@ -89,6 +89,11 @@ class GeneratorConfig:
             a read-out choice like the temperature, settable at export.
         chroma_scale: factor on the read-out chroma (1: none). The rebalanced classes favour
             saturated colours; a factor < 1 trades colourfulness for fewer strong wrong colours.
+        prior_correction: how much of the class rebalancing to take back at read-out (0: none,
+            1: all). Training weights each pixel's loss by its true bin's rebalancing weight w, so
+            the logits learn ``log p + log w``; subtracting ``a * log w`` (the buffer
+            ``class_log_weights``, set at export from the training photos' colour prior) moves
+            the read-out toward the unweighted posterior, whose mean is the accurate but duller one.
     """
 
     widths: tuple[int, int, int, int, int] = (128, 64, 48, 32, 16)
@@ -101,6 +106,7 @@ class GeneratorConfig:
     temperature: float = 0.38
     chroma_blur: int = 0
     chroma_scale: float = 1.0
+    prior_correction: float = 0.0
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
@@ -122,8 +128,10 @@ class GeneratorConfig:
             raise ValueError(f"widths has {len(self.widths)} entries; expected 5 (strides 16, 8, 4, 2, 1)")
         if self.chroma_blur < 0 or (self.chroma_blur > 1 and self.chroma_blur % 2 == 0):
             raise ValueError(f"chroma_blur is {self.chroma_blur}; expected 0 or an odd kernel side")
-        if not 0.0 < self.chroma_scale <= 1.0:
-            raise ValueError(f"chroma_scale is {self.chroma_scale}; expected a value in (0, 1]")
+        if not 0.0 < self.chroma_scale <= 2.0:
+            raise ValueError(f"chroma_scale is {self.chroma_scale}; expected a value in (0, 2]")
+        if not 0.0 <= self.prior_correction <= 1.0:
+            raise ValueError(f"prior_correction is {self.prior_correction}; expected a value in [0, 1]")
         if not 0.0 < self.temperature <= 1.0:
             raise ValueError(f"temperature is {self.temperature}; expected a value in (0, 1]")
 
@@ -218,6 +226,8 @@ class Generator(nn.Module):
         self.up4 = ConvBlock(c8, c4, ns, upsample=up, pad=pad)
         bins = torch.from_numpy(chroma_bins(cfg.bin_step))  # [Q,2]
         self.register_buffer("bins", bins, persistent=False)
+        # log rebalancing weight per bin, for the read-out's prior correction (set at export; not in checkpoints)
+        self.register_buffer("class_log_weights", torch.zeros(len(bins)), persistent=False)
         self.colour_head = nn.Conv2d(c4, len(bins), 1)
         s8, s4 = cfg.style_widths
         self.style_in = ConvBlock(FEATURE_CHANNELS[8] + ns, s8, ns, pad=pad)  # + one constant plane per style weight
@@ -247,7 +257,10 @@ class Generator(nn.Module):
     def chroma(self, logits: torch.Tensor) -> torch.Tensor:
         """Annealed-mean read-out: logits [N,Q,h,w] -> CbCr [N,2,h,w]."""
         # Softmax over the last axis (ONNX Runtime's Softmax on axis 1 of NCHW is ~10x slower).
-        p = torch.softmax(logits.permute(0, 2, 3, 1) / self.cfg.temperature, dim=-1)  # [N,h,w,Q]
+        z = logits.permute(0, 2, 3, 1)  # [N,h,w,Q]
+        if self.cfg.prior_correction:
+            z = z - self.cfg.prior_correction * self.class_log_weights
+        p = torch.softmax(z / self.cfg.temperature, dim=-1)  # [N,h,w,Q]
         c = (p @ self.bins).permute(0, 3, 1, 2)  # [N,2,h,w]: sum_q p_q * centre_q
         k = self.cfg.chroma_blur
         if k > 1:  # box filter, edges replicated: less speckle from the stride-4 features

@@ -100,6 +100,7 @@ class TrainConfig:
     ckpt_every: int = 500
     keep_every: int = 0
     init: str = ""
+    init_ema: bool = False
     resume: str = ""
     device: str = "auto"
     threads: int = 0
@@ -126,6 +127,23 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     ns = p.parse_args(argv)
     values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(ns).items()}
     return TrainConfig(**values)
+
+
+def colour_class_weights(config: dict, bins: torch.Tensor) -> torch.Tensor:
+    """A colour run's class-rebalancing weights [Q], recomputed from its resolved config (the
+    ``config`` entry of a checkpoint) as a single-process run computes them; for checkpoints
+    written before they were saved (``class_weights``).
+
+    Raises:
+        FileNotFoundError: the run's training photos are not where its config says.
+    """
+    photos = Path(config["photos"])
+    if not photos.is_dir():
+        raise FileNotFoundError(f"the colour run's training photos {photos} are not there; the class weights are "
+                                "recomputed from them (run from the folder the run was started in, beside ../shared)")
+    bank = ImageBank(photos, config["load_size"], files=select_files(photos, config.get("photo_limit") or None))
+    prior = losses.chroma_prior(bank.images, bins, seed=config.get("seed", 0))
+    return losses.rebalance_weights(prior, bins, config["rebalance_lambda"], config["bin_step"])
 
 
 def to_tensor(batch_u8: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -196,6 +214,9 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, dist: distributed.Dist | None = None, device: torch.device | None = None) -> None:
         if not 0 <= cfg.content_layer < len(losses.VGG_LAYERS):
             raise ValueError(f"content_layer must index {losses.VGG_LAYERS} (0..{len(losses.VGG_LAYERS) - 1}), got {cfg.content_layer}")
+        if cfg.init_ema and not cfg.init:
+            raise ValueError("init_ema takes the EMA weights of --init's checkpoint, but no --init was given; "
+                             "add --init PATH (a --resume restores the EMA anyway)")
         self.cfg = cfg
         self.dist = dist or distributed.Dist()
         self.device = device or distributed.resolve_device(cfg.device)
@@ -356,6 +377,9 @@ class Trainer:
     def _load(self, path: str, full: bool) -> None:
         """Resume (everything) or init (generator and discriminator weights; the EMA restarts from G).
 
+        An init takes the checkpoint's raw generator, or its EMA with ``init_ema`` (to fine-tune the
+        weights a release shipped: the raw weights of a long run validate worse than its EMA).
+
         An init may come from an earlier design: tensors whose shape changed are left as initialised.
         """
         ck = torch.load(path, map_location=self.device, weights_only=False)
@@ -364,7 +388,8 @@ class Trainer:
             self.G_ema.load_state_dict(ck["G_ema"])
         else:
             own = self.G.state_dict()
-            fit = {k: v for k, v in ck["G"].items() if k in own and own[k].shape == v.shape}
+            src = ck["G_ema"] if self.cfg.init_ema else ck["G"]
+            fit = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
             skipped = sorted(set(own) - set(fit))
             if skipped:
                 log.info("init: %d tensors keep their fresh initialisation (shape changed): %s", len(skipped), skipped)
@@ -394,6 +419,7 @@ class Trainer:
                 "opt_d": self.opt_d.state_dict(),
                 "step": self.step,
                 "history": self.history,
+                "class_weights": self.class_weights.cpu(),  # the read-out's prior correction uses them at export
                 "config": dataclasses.asdict(self.cfg),
                 "generator": dataclasses.asdict(self.cfg.generator_config()),
             },
@@ -521,7 +547,9 @@ class Trainer:
         real_p = labels = None
         if fake_s is not None:
             labels = torch.from_numpy(labels_np).to(self.device)
-            real_p = torch.cat([to_tensor(self.paintings[int(k)].batch(self.rng, 1, cfg.size, (1.0, 1.0)), self.device) for k in labels_np])
+            # Paintings at their own scale (as for the style targets): the stylized output's texture is judged at that scale.
+            scale = (cfg.painting_scale, cfg.painting_scale)
+            real_p = torch.cat([to_tensor(self.paintings[int(k)].batch(self.rng, 1, cfg.size, scale), self.device) for k in labels_np])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss_d = self.d_step(rgb, None if fake_c is None else fake_c.detach(), real_p, None if fake_s is None else fake_s.detach(), labels)
         self.opt_d.zero_grad(set_to_none=True)
