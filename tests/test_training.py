@@ -219,7 +219,8 @@ def test_style_only_run_with_exemplars_and_margin(tmp_path: Path, photo_folder: 
 
 def test_style_statistics_and_border_losses(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
     """--w-stats adds the log channel-statistics loss (zero at the target), --w-border penalises a coloured
-    streak in the margin the style losses leave free, and a content layer outside VGG's taps is refused."""
+    streak in the margin the style losses leave free, --style-tv weights total variation per style, and a content
+    layer outside VGG's taps is refused."""
     from training import losses
 
     cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, colour=False, styles_root=str(datasets / "styles"),
@@ -238,6 +239,12 @@ def test_style_statistics_and_border_losses(tmp_path: Path, photo_folder: Path, 
     _, s_streak, _ = tr._style_losses(rgb, labels, streak)
     # one 0.3 step in Cb per column (64) and image (2), averaged over the band's pixels (64^2 - 32^2), images and 2 planes
     assert s_plain["border"] == 0.0 and s_streak["border"] == pytest.approx(0.3 * 64 * 2 / (3072 * 2 * 2), rel=1e-4)
+    # --style-tv: total variation weighted per style (ukiyoe, impressionism, pointillism, rococo), per image
+    tr.cfg = dataclasses.replace(cfg, style_tv=(5.0, 0.0, 0.0, 0.0))
+    _, s_tv, fake = tr._style_losses(rgb, labels, streak)
+    assert s_tv["style_tv"] == pytest.approx(5.0 * float(losses.total_variation(fake[0])) / 2, rel=1e-5)
+    _, s_tv3, _ = tr._style_losses(rgb, torch.tensor([3, 3]), streak)
+    assert s_tv3["style_tv"] == 0.0 and "style_tv" not in s_plain
     feats = tr.vgg(torch.rand(1, 3, 64, 64))
     assert losses.channel_stats(feats[0]).shape == (1, 2, 64)
     with pytest.raises(ValueError, match="content_layer"):

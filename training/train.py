@@ -85,6 +85,7 @@ class TrainConfig:
     style_layers: tuple[float, float, float] = (1.0, 1.0, 1.0)
     w_adv_style: float = 0.0
     w_tv: float = 0.0
+    style_tv: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
     gram_samples: int = 64
     painting_scale: float = 1.75
     ema: float = 0.999
@@ -486,6 +487,12 @@ class Trainer:
             stats["stats"] = l_stats.item()
         if cfg.w_tv:
             total = total + cfg.w_tv * losses.total_variation(fake_rgb)
+        if any(cfg.style_tv):  # per style (ukiyoe, impressionism, pointillism, rococo): flat fields for some, dots for others
+            w = torch.tensor(cfg.style_tv, device=fake_rgb.device)[labels - 1]  # [N]
+            tv = torch.stack([losses.total_variation(x) for x in fake_rgb])  # [N]
+            l_tv = (w * tv).mean()
+            total = total + l_tv
+            stats["style_tv"] = l_tv.item()
         if cfg.w_adv_style:
             adv = losses.g_hinge(self.D(fake_rgb, labels))
             total = total + cfg.w_adv_style * adv
