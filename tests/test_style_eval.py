@@ -114,6 +114,16 @@ def test_style_reference_optimises_every_style(tmp_path: Path, datasets: Path, v
     (tmp_path / "ex.json").write_text(json.dumps(ex))
     base = dict(exemplars=str(tmp_path / "ex.json"), datasets=str(datasets), vgg=str(vgg_path), out=str(tmp_path / "out"), photos=1,
                 short_side=64, margin=8, crop=64, threads=1)
+    import argparse
+
+    from training.train import config_flags, config_from_args
+
+    p = argparse.ArgumentParser()
+    config_flags(p, style_reference.ReferenceConfig)
+    parsed = config_from_args(style_reference.ReferenceConfig, p.parse_args(["--exemplars", "e.json", "--short-side", "0", "--w-stats", "2"]))
+    assert parsed == style_reference.ReferenceConfig(exemplars="e.json", short_side=0, w_stats=2.0)
+    with pytest.raises(SystemExit):
+        p.parse_args([])  # --exemplars is required
     start = style_reference.run(style_reference.ReferenceConfig(**base, steps=1), clf=cached[1])
     done = style_reference.run(style_reference.ReferenceConfig(**base, steps=15), clf=cached[1])
     assert len(done["photos"][0]["verdict"]) == 4 and set(done["recognised"]) == set(style_reference.PAINTING_STYLES)

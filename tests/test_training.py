@@ -245,6 +245,7 @@ def test_style_statistics_and_border_losses(tmp_path: Path, photo_folder: Path, 
     assert s_tv["style_tv"] == pytest.approx(5.0 * float(losses.total_variation(fake[0])) / 2, rel=1e-5)
     _, s_tv3, _ = tr._style_losses(rgb, torch.tensor([3, 3]), streak)
     assert s_tv3["style_tv"] == 0.0 and "style_tv" not in s_plain
+    assert torch.allclose(losses.total_variation(fake, per_image=True).mean(), losses.total_variation(fake))
     feats = tr.vgg(torch.rand(1, 3, 64, 64))
     assert losses.channel_stats(feats[0]).shape == (1, 2, 64)
     with pytest.raises(ValueError, match="content_layer"):

@@ -170,8 +170,11 @@ def g_hinge(fake: torch.Tensor) -> torch.Tensor:
     return -fake.mean()
 
 
-def total_variation(x: torch.Tensor) -> torch.Tensor:
-    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., :, 1:] - x[..., :, :-1]).abs().mean()
+def total_variation(x: torch.Tensor, per_image: bool = False) -> torch.Tensor:
+    """Mean absolute difference of neighbours, vertical plus horizontal, of [N,C,H,W]: a scalar, or [N] with ``per_image``."""
+    dims = tuple(range(1, x.dim())) if per_image else None
+    dv, dh = (x[..., 1:, :] - x[..., :-1, :]).abs(), (x[..., :, 1:] - x[..., :, :-1]).abs()
+    return (dv.mean(dims) + dh.mean(dims)) if per_image else (dv.mean() + dh.mean())
 
 
 def chroma_prior(images: list, bins: torch.Tensor, per_image: int = 4096, seed: int = 0) -> torch.Tensor:

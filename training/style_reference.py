@@ -29,6 +29,7 @@ from PIL import Image
 from training import losses
 from training.data import list_images
 from training.model import rgb_to_ycbcr
+from training.train import config_flags, config_from_args
 from training.style_eval import CLASSES, DEFAULT_DATASETS, DEFAULT_VGG, PAINTING_STYLES, ClassifierConfig, StyleClassifier, evenly_spaced, get_classifier, vgg_style_features
 
 log = logging.getLogger("chromaforge.style_reference")
@@ -161,17 +162,10 @@ def run(cfg: ReferenceConfig, clf: StyleClassifier | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.style_reference", description=__doc__.split("\n\n")[0])
-    defaults = ReferenceConfig(exemplars="")
-    p.add_argument("--exemplars", required=True, help="a style run's exemplars.json")
-    for name in ("datasets", "vgg", "out"):
-        p.add_argument("--" + name, default=getattr(defaults, name))
-    for name in ("photos", "short_side", "long_side", "steps", "margin", "crop", "threads"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("lr", "w_content", "w_style", "w_stats"):
-        p.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
-    args = p.parse_args(argv)
+    config_flags(p, ReferenceConfig)
+    cfg = config_from_args(ReferenceConfig, p.parse_args(argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    summary = run(ReferenceConfig(**vars(args)))
+    summary = run(cfg)
     log.info("recognised: %s", summary["recognised"])
     return 0
 

@@ -113,21 +113,33 @@ class TrainConfig:
                                upsample=self.upsample, bin_step=self.bin_step, temperature=self.temperature)
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
-    """Build a :class:`TrainConfig` from kebab-case flags (``--style-fraction 0.5``)."""
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
-    for f in dataclasses.fields(TrainConfig):
+def config_flags(p: argparse.ArgumentParser, cls) -> None:
+    """One kebab-case flag per field of the frozen dataclass ``cls`` (``style_fraction`` ->
+    ``--style-fraction``): booleans as ``--x/--no-x``, tuples as N values, fields without a
+    default required."""
+    for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         default = f.default
-        if isinstance(default, bool):
+        if default is dataclasses.MISSING:
+            p.add_argument(flag, type=str, required=True)
+        elif isinstance(default, bool):
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
         elif isinstance(default, tuple):
             p.add_argument(flag, type=type(default[0]), nargs=len(default), default=default, metavar="N")
         else:
             p.add_argument(flag, type=type(default), default=default)
-    ns = p.parse_args(argv)
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(ns).items()}
-    return TrainConfig(**values)
+
+
+def config_from_args(cls, ns: argparse.Namespace):
+    """The ``cls`` instance of parsed :func:`config_flags` (lists back to tuples)."""
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(ns).items()})
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    """Build a :class:`TrainConfig` from kebab-case flags (``--style-fraction 0.5``)."""
+    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
+    config_flags(p, TrainConfig)
+    return config_from_args(TrainConfig, p.parse_args(argv))
 
 
 def colour_class_weights(config: dict, bins: torch.Tensor) -> torch.Tensor:
@@ -316,9 +328,7 @@ class Trainer:
         for idx, bank in self.paintings.items():
             acc = None
             for start in range(0, n, 16):
-                scale = (self.cfg.painting_scale, self.cfg.painting_scale)  # 1.75 x 128 = the paintings' own 224 px
-                crops = to_tensor(bank.batch(self.rng, min(16, n - start), self.cfg.size, scale), self.device)
-                feats = self.vgg(crops)
+                feats = self.vgg(self._painting_crops(bank, min(16, n - start)))
                 sums = [losses.gram(f).sum(0) for f in feats] + [losses.channel_stats(f).sum(0) for f in feats]
                 acc = sums if acc is None else [a + g for a, g in zip(acc, sums)]
             means = [self.dist.all_reduce_sum(a) / (n * self.dist.world_size) for a in acc]
@@ -328,6 +338,12 @@ class Trainer:
             if any(s != sums[0] for s in sums):
                 raise RuntimeError(f"style targets differ between ranks: {sums}")
             log.info("style targets identical on %d ranks", self.dist.world_size)
+
+    def _painting_crops(self, bank: ImageBank, n: int) -> torch.Tensor:
+        """``n`` random crops [n,3,size,size] of a style's paintings at their own scale (1.75 x 128 =
+        the paintings' 224 px): the style targets and the discriminator's real samples both use them."""
+        scale = (self.cfg.painting_scale, self.cfg.painting_scale)
+        return to_tensor(bank.batch(self.rng, n, self.cfg.size, scale), self.device)
 
     @torch.no_grad()
     def _pick_exemplars(self) -> None:
@@ -489,8 +505,7 @@ class Trainer:
             total = total + cfg.w_tv * losses.total_variation(fake_rgb)
         if any(cfg.style_tv):  # per style (ukiyoe, impressionism, pointillism, rococo): flat fields for some, dots for others
             w = torch.tensor(cfg.style_tv, device=fake_rgb.device)[labels - 1]  # [N]
-            tv = torch.stack([losses.total_variation(x) for x in fake_rgb])  # [N]
-            l_tv = (w * tv).mean()
+            l_tv = (w * losses.total_variation(fake_rgb, per_image=True)).mean()
             total = total + l_tv
             stats["style_tv"] = l_tv.item()
         if cfg.w_adv_style:
@@ -554,9 +569,7 @@ class Trainer:
         real_p = labels = None
         if fake_s is not None:
             labels = torch.from_numpy(labels_np).to(self.device)
-            # Paintings at their own scale (as for the style targets): the stylized output's texture is judged at that scale.
-            scale = (cfg.painting_scale, cfg.painting_scale)
-            real_p = torch.cat([to_tensor(self.paintings[int(k)].batch(self.rng, 1, cfg.size, scale), self.device) for k in labels_np])
+            real_p = torch.cat([self._painting_crops(self.paintings[int(k)], 1) for k in labels_np])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
             loss_d = self.d_step(rgb, None if fake_c is None else fake_c.detach(), real_p, None if fake_s is None else fake_s.detach(), labels)
         self.opt_d.zero_grad(set_to_none=True)
