@@ -54,6 +54,10 @@ class ExportConfig:
         chroma_scale: factor on the read-out chroma (0 keeps the checkpoint's).
         prior_correction: share of the class rebalancing taken back at read-out (-1 keeps the
             checkpoint's; see GeneratorConfig).
+        ink_style: a painting style printed in flat inks ("": none; see GeneratorConfig); its
+            palette comes from the style run's paintings.
+        inks: ink colours.
+        ink_iters: k-means steps from the school's palette to each image's.
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
         task_switch: build the graph so that natural-only calls (colorize) skip the style branch
@@ -75,6 +79,9 @@ class ExportConfig:
     chroma_blur: int = -1
     chroma_scale: float = 0.0
     prior_correction: float = -1.0
+    ink_style: str = ""
+    inks: int = 8
+    ink_iters: int = 0
     style_checkpoint: str = ""
     task_switch: bool = True
 
@@ -102,7 +109,8 @@ def _read_checkpoint(path: str | Path) -> dict:
 
 
 def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None,
-                   chroma_blur: int = -1, chroma_scale: float = 0.0, prior_correction: float = -1.0):
+                   chroma_blur: int = -1, chroma_scale: float = 0.0, prior_correction: float = -1.0,
+                   ink_style: str = "", inks: int = 8, ink_iters: int = 0):
     """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
 
     Args:
@@ -113,6 +121,8 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         chroma_scale: > 0 replaces the read-out's chroma factor.
         prior_correction: >= 0 replaces the read-out's prior correction; when the result is > 0 the
             class weights come from the checkpoint or are recomputed from the run's training photos.
+        ink_style, inks, ink_iters: the ink read-out (see GeneratorConfig); the palette is computed
+            from the style run's paintings (its config's ``styles_root``).
         style_checkpoint: a style-only run (``--no-colour``) whose style branch replaces the
             checkpoint's: colour and style share only the frozen encoder, so two runs join.
 
@@ -138,6 +148,8 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         gcfg["chroma_scale"] = chroma_scale
     if prior_correction >= 0:
         gcfg["prior_correction"] = prior_correction
+    if ink_style:
+        gcfg.update(ink_style=ink_style, inks=inks, ink_iters=ink_iters)
     key = "G_ema" if use_ema else "G"
     weights = ck[key]
     if style_checkpoint is not None:
@@ -150,7 +162,10 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         weights = {k: v for k, v in weights.items() if not k.startswith(STYLE_PREFIX)}
         weights.update({k: v for k, v in sk[key].items() if k.startswith(STYLE_PREFIX)})
         ck = {**ck, "style_checkpoint": {"path": str(style_checkpoint), "step": sk.get("step"), "config": sk.get("config", {})}}
-    G = Generator(GeneratorConfig(**gcfg))
+    try:
+        G = Generator(GeneratorConfig(**gcfg))
+    except ValueError as e:
+        raise ExportError(f"read-out options do not fit: {e}") from None
     own = G.state_dict()
     if style_checkpoint is not None:  # the colour run may carry an older style branch: keep what this design has
         weights = {k: v for k, v in weights.items() if k in own}
@@ -170,6 +185,14 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
                 raise ExportError(f"prior correction needs the colour run's class weights: {path} has none saved and "
                                   f"they cannot be recomputed ({e})") from None
         G.class_log_weights.copy_(torch.log(w.float()))
+    if G.cfg.ink_style:
+        from training.train import TrainConfig, ink_palette
+
+        styles_root = (ck.get("style_checkpoint") or {}).get("config", ck.get("config", {})).get("styles_root", TrainConfig.styles_root)
+        try:
+            G.ink_palette.copy_(ink_palette(styles_root, G.cfg.ink_style, G.cfg.inks))
+        except FileNotFoundError as e:
+            raise ExportError(f"the ink read-out needs the {G.cfg.ink_style} paintings: {e}") from None
     return G.eval(), ck
 
 
@@ -252,7 +275,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
     G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur, cfg.chroma_scale,
-                            cfg.prior_correction)
+                            cfg.prior_correction, cfg.ink_style, cfg.inks, cfg.ink_iters)
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 

@@ -51,6 +51,8 @@ STYLES: tuple[str, ...] = ("natural", "ukiyoe", "impressionism", "pointillism", 
 """Style names in the order of the generator's style-weight vector. Index 0 is colorization."""
 
 NATURAL = "natural"
+PAINTING_STYLES: tuple[str, ...] = tuple(s for s in STYLES if s != NATURAL)
+"""The painting styles (indices 1.. of the style vector): what training, its style evaluation and ``stylize`` take."""
 
 INPUT_NAMES: tuple[str, str] = ("luma", "style")
 """``luma``: float32 [N, 1, H, W], Y in [0, 1]. ``style``: float32 [N, S] style weights."""

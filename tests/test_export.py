@@ -169,6 +169,53 @@ def test_prior_correction_takes_back_the_rebalancing(tmp_path: Path, datasets: P
         load_generator(ck_path, prior_correction=0.5)
 
 
+def test_ink_read_out_prints_the_inked_style_in_flat_school_colours(tmp_path: Path, datasets: Path):
+    """--ink-style: the named style's output takes (softly) the nearest of K inks, a k-means palette of that
+    school's paintings; other styles are untouched, blends ink in proportion; recorded; parity holds;
+    paintings missing or a style that is not a painting style give an ExportError."""
+    from training.train import ink_palette
+
+    styles = tmp_path / "styles"
+    (styles / "ukiyoe" / "train").mkdir(parents=True)
+    for f in sorted((datasets / "styles" / "ukiyoe" / "train").iterdir())[:6]:
+        shutil.copy(f, styles / "ukiyoe" / "train" / f.name)
+    ck_path = make_checkpoint(tmp_path / "ck.pt")
+    ck = torch.load(ck_path, weights_only=False)
+    ck["config"] = {"styles_root": str(styles)}
+    torch.save(ck, ck_path)
+
+    G, _ = load_generator(ck_path, ink_style="ukiyoe", inks=4)
+    G0, _ = load_generator(ck_path)
+    palette = ink_palette(styles, "ukiyoe", 4)
+    assert torch.equal(G.ink_palette, palette) and palette.shape == (4, 3) and torch.cdist(palette, palette).max() > 0.1
+    assert G0.cfg.ink_style == "" and G0.ink_palette.numel() == 0
+    luma = torch.from_numpy(np.random.default_rng(0).random((1, 1, 64, 64), dtype=np.float32))
+    with torch.no_grad():
+        # a hand-made image: every pixel moves onto (within the softness of) its nearest ink
+        x = torch.rand(1, 3, 16, 16) * torch.tensor([1.0, 0.4, 0.4])[:, None, None] - torch.tensor([0.0, 0.2, 0.2])[:, None, None]
+        inked = G.inked(x)
+        dist = torch.cdist(inked.flatten(2)[0].T, palette).min(dim=1).values
+        assert float(dist.median()) < 1e-3 and float(dist.max()) < 0.1
+        for k in range(len(contract.STYLES)):
+            style = torch.from_numpy(np.eye(5, dtype=np.float32)[k : k + 1])
+            same = torch.allclose(G(luma, style), G0(luma, style), atol=1e-6)
+            assert same == (contract.STYLES[k] != "ukiyoe"), contract.STYLES[k]
+        half = torch.tensor([[0.0, 0.5, 0.5, 0.0, 0.0]])
+        full_u, full_i = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0]])
+        feats = G.encoder(luma)
+        raw = G0.styled(feats, luma, half)
+        assert torch.allclose(G.styled(feats, luma, half), raw + 0.5 * (G.inked(raw) - raw), atol=1e-6)
+        assert not torch.allclose(G(luma, full_u), G0(luma, full_u), atol=1e-3) and torch.allclose(G(luma, full_i), G0(luma, full_i))
+
+    m = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), ink_style="ukiyoe", inks=4, simplify=False))
+    assert m["generator"]["ink_style"] == "ukiyoe" and m["generator"]["inks"] == 4 and m["parity"]["max_abs"] < 1e-4
+    shutil.rmtree(styles)
+    with pytest.raises(ExportError, match="ukiyoe paintings"):
+        load_generator(ck_path, ink_style="ukiyoe")
+    with pytest.raises(ExportError, match="ink_style"):
+        load_generator(ck_path, ink_style="natural")
+
+
 def test_old_generator_design_is_refused(tiny_checkpoint: Path, tmp_path: Path):
     """A checkpoint of the first release's generator (fields this design lacks) raises ExportError, not a traceback."""
     ck = torch.load(tiny_checkpoint, weights_only=False)

@@ -207,7 +207,7 @@ def test_style_only_run_with_exemplars_and_margin(tmp_path: Path, photo_folder: 
                     style_limit=6, gram_samples=4, vgg=str(vgg_path), style_exemplars=2, loss_margin=16, style_batch=2)
     tr = Trainer(cfg)
     cache = json.loads((Path(cfg.out) / "exemplars.json").read_text())
-    assert sorted(cache) == sorted(s for s in contract.STYLES if s != contract.NATURAL)
+    assert sorted(cache) == sorted(contract.PAINTING_STYLES)
     assert all(len(v) == 2 for v in cache.values()) and all(len(b) == 2 for b in tr.paintings.values())
     colour_before = {k: v.clone() for k, v in tr.G.state_dict().items() if not k.startswith("style_")}
     stats = tr.train_step()
@@ -215,6 +215,65 @@ def test_style_only_run_with_exemplars_and_margin(tmp_path: Path, photo_folder: 
     assert all(torch.equal(v, tr.G.state_dict()[k]) for k, v in colour_before.items())
     again = Trainer(cfg)  # the cache is reused: same exemplars, no new pick
     assert [p.name for p in again.paintings[1].files] == cache["ukiyoe"]
+    # --whole-school: ukiyo-e's targets and real crops from all its paintings (here the 6 of style_limit), the cache untouched
+    school = Trainer(dataclasses.replace(cfg, whole_school="ukiyoe"))
+    assert len(school.paintings[1].files) == 6 and all(len(school.paintings[k].files) == 2 for k in (2, 3, 4))
+    assert json.loads((Path(cfg.out) / "exemplars.json").read_text()) == cache
+    with pytest.raises(ValueError, match="whole_school"):
+        Trainer(dataclasses.replace(cfg, whole_school="ukiyoe,cubism"))
+
+
+def test_style_sampling_and_adversarial_weights_per_style(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
+    """--style-probs draws style labels by relative weight (a zero weight never comes), --style-adv weights the
+    generator's adversarial term per style, and weights that cannot be a distribution are refused."""
+    cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, colour=False, styles_root=str(datasets / "styles"),
+                    style_limit=4, gram_samples=2, vgg=str(vgg_path), style_batch=4, w_adv_style=1.0,
+                    style_probs=(0.0, 1.0, 0.0, 3.0))
+    tr = Trainer(cfg)
+    seen: list[int] = []
+    real_losses = tr._style_losses
+
+    def spy(rgb, labels, pred):
+        seen.extend(labels.tolist())
+        return real_losses(rgb, labels, pred)
+
+    tr._style_losses = spy
+    for _ in range(6):
+        tr.train_step()
+    assert set(seen) == {2, 4} and len(seen) == 24  # impressionism and rococo only
+    assert Trainer(dataclasses.replace(cfg, style_probs=(1.0, 1.0, 1.0, 1.0))).style_p is None  # uniform: the default draw
+
+    rgb = torch.rand(2, 3, 64, 64)
+    labels = torch.tensor([1, 3])
+    pred = torch.cat([rgb_to_ycbcr(rgb)[:, :1], 0.1 * torch.randn(2, 2, 64, 64)], dim=1)
+    tr.cfg = dataclasses.replace(cfg, style_adv=(2.0, 1.0, 0.0, 1.0))  # ukiyoe doubled, pointillism off
+    tr.D.eval()  # spectral norm's power iteration would change D between the two calls
+    _, stats, fake = real_losses(rgb, labels, pred)
+    with torch.no_grad():
+        per_image = tr.D(fake, labels).mean(dim=(1, 2, 3))
+    assert stats["adv_s"] == pytest.approx(-(2.0 * float(per_image[0]) + 0.0) / 2, rel=1e-4, abs=1e-6)
+    for bad in [(-1.0, 1.0, 1.0, 1.0), (0.0, 0.0, 0.0, 0.0)]:
+        with pytest.raises(ValueError, match="style_probs"):
+            Trainer(dataclasses.replace(cfg, style_probs=bad))
+
+
+def test_training_through_the_ink_read_out(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
+    """--ink-style trains the style branch through the ink read-out the export bakes in: both generators get
+    the school's palette (the one export recomputes), and the losses see the inked output."""
+    from training.train import ink_palette
+
+    cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, colour=False, styles_root=str(datasets / "styles"),
+                    style_limit=4, gram_samples=2, vgg=str(vgg_path), style_batch=2, ink_style="ukiyoe", inks=4)
+    tr = Trainer(cfg)
+    palette = ink_palette(cfg.styles_root, "ukiyoe", 4)
+    assert torch.equal(tr.G.ink_palette, palette) and torch.equal(tr.G_ema.ink_palette, palette)
+    assert tr.G.cfg.ink_style == "ukiyoe" and "ink_palette" not in tr.G.state_dict()
+    stats = tr.train_step()
+    assert np.isfinite(stats["g"]) and torch.equal(tr.G_ema.ink_palette, palette)
+    luma = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        out = tr.G(luma, torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]]))
+    assert float(torch.cdist(out.flatten(2)[0].T, palette).min(dim=1).values.median()) < 1e-3  # on the inks
 
 
 def test_style_statistics_and_border_losses(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):

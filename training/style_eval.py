@@ -61,7 +61,7 @@ DEFAULT_DATASETS = SHARED / "datasets"
 DEFAULT_VGG = SHARED / "weights" / "vgg19_relu3_1_caffe.safetensors"
 DEFAULT_CACHE = "runs/style_classifier.npz"
 
-PAINTING_STYLES: tuple[str, ...] = tuple(s for s in contract.STYLES if s != contract.NATURAL)
+PAINTING_STYLES: tuple[str, ...] = contract.PAINTING_STYLES
 CLASSES: tuple[str, ...] = ("photo",) + PAINTING_STYLES
 """Classifier classes: 0 is a photo (what ``natural`` should give), then the painting styles in contract order."""
 

@@ -37,7 +37,7 @@ from training.model import Discriminator, Generator, GeneratorConfig, one_hot_st
 
 log = logging.getLogger(__name__)
 
-PAINTING_STYLES = tuple(s for s in contract.STYLES if s != contract.NATURAL)
+PAINTING_STYLES = contract.PAINTING_STYLES
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,9 @@ class TrainConfig:
     style_fraction: float = 0.5
     colour: bool = True
     style_exemplars: int = 0
+    whole_school: str = ""
+    ink_style: str = GeneratorConfig.ink_style
+    inks: int = GeneratorConfig.inks
     loss_margin: int = 0
     load_size: int = 256
     crop_scale: tuple[float, float] = (1.0, 2.0)
@@ -86,6 +89,8 @@ class TrainConfig:
     w_adv_style: float = 0.0
     w_tv: float = 0.0
     style_tv: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    style_probs: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    style_adv: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     gram_samples: int = 64
     painting_scale: float = 1.75
     ema: float = 0.999
@@ -108,9 +113,16 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
 
+    @property
+    def school_styles(self) -> tuple[str, ...]:
+        """Styles of ``whole_school`` (comma-separated): their targets and real crops come from every
+        painting of the school, not from ``style_exemplars`` exemplars."""
+        return tuple(n.strip() for n in self.whole_school.split(",") if n.strip())
+
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(widths=tuple(self.widths), style_widths=tuple(self.style_widths), attention=self.attention, padding=self.padding,
-                               upsample=self.upsample, bin_step=self.bin_step, temperature=self.temperature)
+                               upsample=self.upsample, bin_step=self.bin_step, temperature=self.temperature,
+                               ink_style=self.ink_style, inks=self.inks)
 
 
 def config_flags(p: argparse.ArgumentParser, cls) -> None:
@@ -157,6 +169,39 @@ def colour_class_weights(config: dict, bins: torch.Tensor) -> torch.Tensor:
     bank = ImageBank(photos, config["load_size"], files=select_files(photos, config.get("photo_limit") or None))
     prior = losses.chroma_prior(bank.images, bins, seed=config.get("seed", 0))
     return losses.rebalance_weights(prior, bins, config["rebalance_lambda"], config["bin_step"])
+
+
+def ink_palette(styles_root: str | Path, style: str, inks: int, split: str = "train", paintings: int = 200,
+                per_painting: int = 256, iters: int = 30, seed: int = 0) -> torch.Tensor:
+    """A school's ``inks`` colours, YCbCr [K,3]: k-means over pixels of its paintings (for the
+    generator's ink read-out, ``GeneratorConfig.ink_style``). Deterministic for a given folder.
+
+    Args:
+        styles_root: folder with ``<style>/<split>/`` paintings.
+        style: the school.
+        inks: colours.
+        paintings: paintings sampled (evenly spaced), each shrunk to 64x64.
+        per_painting: pixels drawn from each.
+
+    Raises:
+        FileNotFoundError: the school's paintings are not there.
+    """
+    folder = Path(styles_root) / style / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{style} paintings {folder} are not there; the ink palette is computed from them "
+                                "(run from the folder the style run was started in, beside ../shared)")
+    files = select_files(folder, None)
+    rng = np.random.default_rng(seed)
+    pix = []
+    for i in np.linspace(0, len(files) - 1, min(paintings, len(files))).astype(int):
+        a = np.asarray(Image.open(files[i]).convert("RGB").resize((64, 64), Image.BILINEAR)).reshape(-1, 3)
+        pix.append(a[rng.choice(len(a), per_painting, replace=False)])
+    x = rgb_to_ycbcr(torch.from_numpy(np.concatenate(pix)).float().div(255.0).T[None, :, :, None])[0, :, :, 0].T  # [P,3]
+    c = x[torch.from_numpy(rng.choice(len(x), inks, replace=False))]
+    for _ in range(iters):
+        label = torch.cdist(x, c).argmin(dim=1)
+        c = torch.stack([x[label == k].mean(0) if (label == k).any() else c[k] for k in range(inks)])
+    return c
 
 
 def to_tensor(batch_u8: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -230,8 +275,17 @@ class Trainer:
         if cfg.init_ema and not cfg.init:
             raise ValueError("init_ema takes the EMA weights of --init's checkpoint, but no --init was given; "
                              "add --init PATH (a --resume restores the EMA anyway)")
+        if any(w < 0 for w in cfg.style_probs) or not sum(cfg.style_probs) > 0:
+            raise ValueError(f"style_probs are relative sampling weights per style {PAINTING_STYLES}: none negative, "
+                             f"at least one positive; got {cfg.style_probs}")
+        unknown = sorted(set(cfg.school_styles) - set(PAINTING_STYLES))
+        if unknown:
+            raise ValueError(f"whole_school names styles (comma-separated) among {PAINTING_STYLES}; got {unknown} in {cfg.whole_school!r}")
         self.cfg = cfg
         self.dist = dist or distributed.Dist()
+        # Style labels drawn uniformly (None: the default draw) or by the relative weights of --style-probs.
+        probs = np.asarray(cfg.style_probs, dtype=np.float64)
+        self.style_p = None if np.all(probs == probs[0]) else probs / probs.sum()
         self.device = device or distributed.resolve_device(cfg.device)
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
@@ -246,6 +300,10 @@ class Trainer:
             self.G.encoder.load_pretrained(cfg.mobilenet)
         self.G.freeze_encoder(cfg.lr_encoder <= 0)
         self.G_ema = Generator(cfg.generator_config()).to(self.device).eval().requires_grad_(False)
+        if cfg.ink_style:  # train through the ink read-out the export will bake in (same palette, recomputed there)
+            palette = ink_palette(cfg.styles_root, cfg.ink_style, cfg.inks)
+            self.G.ink_palette.copy_(palette)
+            self.G_ema.ink_palette.copy_(palette)
         self.D = Discriminator().to(self.device)
         self.use_d = cfg.w_adv_color > 0 or cfg.w_adv_style > 0
         enc = [p for p in self.G.encoder.parameters() if p.requires_grad]
@@ -360,6 +418,9 @@ class Trainer:
         picked = self.dist.gather_objects(picked)[0]  # rank 0's cache for everyone (nodes need not share --out)
         for idx, bank in self.paintings.items():
             name = contract.STYLES[idx]
+            if name in self.cfg.school_styles:
+                log.info("%s: the whole school (%d paintings), no exemplars", name, len(bank.files))
+                continue
             folder = Path(self.cfg.styles_root) / name / self.cfg.style_split
             by_name = {p.name: p for p in select_files(folder, self.cfg.style_limit or None)}
             names = picked.get(name, [])
@@ -508,8 +569,9 @@ class Trainer:
             l_tv = (w * losses.total_variation(fake_rgb, per_image=True)).mean()
             total = total + l_tv
             stats["style_tv"] = l_tv.item()
-        if cfg.w_adv_style:
-            adv = losses.g_hinge(self.D(fake_rgb, labels))
+        if cfg.w_adv_style:  # --style-adv: the weight's multiplier per style (ukiyoe, impressionism, pointillism, rococo)
+            w = torch.tensor(cfg.style_adv, device=fake_rgb.device)[labels - 1]  # [N]
+            adv = losses.g_hinge(self.D(fake_rgb, labels) * w[:, None, None, None])
             total = total + cfg.w_adv_style * adv
             stats["adv_s"] = adv.item()
         return total, stats, fake_rgb
@@ -521,7 +583,7 @@ class Trainer:
         do_style = bool(self.paintings) and self.shared_rng.random() < cfg.style_fraction  # the same on every rank
         labels_np = labels = rgb_s = None
         if do_style:
-            labels_np = self.rng.choice(sorted(self.paintings), size=cfg.style_batch)
+            labels_np = self.rng.choice(sorted(self.paintings), size=cfg.style_batch, p=self.style_p)
             labels = torch.from_numpy(labels_np).to(self.device)
             size_s = cfg.size + 2 * cfg.loss_margin  # 32-multiple sizes keep the encoder exact
             rgb_s = to_tensor(self.photos.batch(self.rng, cfg.style_batch, size_s, cfg.crop_scale), self.device)
