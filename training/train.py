@@ -62,8 +62,8 @@ class TrainConfig:
     style_fraction: float = 0.5
     colour: bool = True
     style_exemplars: int = 0
-    whole_school: str = ""
-    ink_style: str = GeneratorConfig.ink_style
+    whole_school: str = ""  # comma-separated styles whose targets and real crops use every painting, not exemplars
+    ink_style: str = GeneratorConfig.ink_style  # train through the ink read-out of this style (export bakes it in)
     inks: int = GeneratorConfig.inks
     loss_margin: int = 0
     load_size: int = 256
@@ -89,8 +89,8 @@ class TrainConfig:
     w_adv_style: float = 0.0
     w_tv: float = 0.0
     style_tv: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    style_probs: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-    style_adv: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    style_probs: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # relative draw weight per painting style
+    style_adv: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)  # multiplier of w_adv_style per painting style
     gram_samples: int = 64
     painting_scale: float = 1.75
     ema: float = 0.999
