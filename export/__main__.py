@@ -35,7 +35,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the colour class rebalancing taken back at read-out, in [0, 1] (-1: the checkpoint's; 0: none)")
     o.add_argument("--ink-style", default="", help="a painting style printed in flat inks, e.g. ukiyoe (default: none)")
     o.add_argument("--inks", type=int, default=8, help="ink colours of --ink-style (the school's k-means palette)")
-    o.add_argument("--ink-iters", type=int, default=0, help="k-means steps from the school's palette to each image's own")
     o.add_argument("--task-switch", action=argparse.BooleanOptionalAction, default=True,
                    help="natural-only calls (colorize) skip the style branch, calls without natural weight the colour decoder, inside the graph (export/switch.py)")
     o.add_argument("--temperature", type=float, default=0.0,

@@ -57,7 +57,6 @@ class ExportConfig:
         ink_style: a painting style printed in flat inks ("": none; see GeneratorConfig); its
             palette comes from the style run's paintings.
         inks: ink colours.
-        ink_iters: k-means steps from the school's palette to each image's.
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
         task_switch: build the graph so that natural-only calls (colorize) skip the style branch
@@ -81,7 +80,6 @@ class ExportConfig:
     prior_correction: float = -1.0
     ink_style: str = ""
     inks: int = 8
-    ink_iters: int = 0
     style_checkpoint: str = ""
     task_switch: bool = True
 
@@ -110,7 +108,7 @@ def _read_checkpoint(path: str | Path) -> dict:
 
 def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None,
                    chroma_blur: int = -1, chroma_scale: float = 0.0, prior_correction: float = -1.0,
-                   ink_style: str = "", inks: int = 8, ink_iters: int = 0):
+                   ink_style: str = "", inks: int = 8):
     """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
 
     Args:
@@ -121,7 +119,7 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         chroma_scale: > 0 replaces the read-out's chroma factor.
         prior_correction: >= 0 replaces the read-out's prior correction; when the result is > 0 the
             class weights come from the checkpoint or are recomputed from the run's training photos.
-        ink_style, inks, ink_iters: the ink read-out (see GeneratorConfig); the palette is computed
+        ink_style, inks: the ink read-out (see GeneratorConfig); the palette is computed
             from the style run's paintings (its config's ``styles_root``).
         style_checkpoint: a style-only run (``--no-colour``) whose style branch replaces the
             checkpoint's: colour and style share only the frozen encoder, so two runs join.
@@ -149,7 +147,7 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
     if prior_correction >= 0:
         gcfg["prior_correction"] = prior_correction
     if ink_style:
-        gcfg.update(ink_style=ink_style, inks=inks, ink_iters=ink_iters)
+        gcfg.update(ink_style=ink_style, inks=inks)
     key = "G_ema" if use_ema else "G"
     weights = ck[key]
     if style_checkpoint is not None:
@@ -275,7 +273,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
     G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur, cfg.chroma_scale,
-                            cfg.prior_correction, cfg.ink_style, cfg.inks, cfg.ink_iters)
+                            cfg.prior_correction, cfg.ink_style, cfg.inks)
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 

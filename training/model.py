@@ -95,12 +95,10 @@ class GeneratorConfig:
             ``class_log_weights``, set at export from the training photos' colour prior) moves
             the read-out toward the unweighted posterior, whose mean is the accurate but duller one.
         ink_style: a painting style whose output is printed in a few flat inks ("" : none), as a
-            woodblock print is: each pixel takes the nearest of ``inks`` colours, which start as
-            the school's palette (the buffer ``ink_palette``, set at export from its paintings) and
-            move to the image's own colours by ``ink_iters`` k-means (Lloyd) steps. Weighted by
-            that style's weight, so blends and strengths ink partly. A read-out choice, set at export.
+            woodblock print is: each pixel takes the nearest of ``inks`` colours, the school's
+            palette (the buffer ``ink_palette``, set at export, or by the trainer, from its
+            paintings). Weighted by that style's weight, so blends and strengths ink partly.
         inks: number of ink colours.
-        ink_iters: Lloyd steps from the school's palette to the image's.
         ink_softness: temperature of the pixel-to-ink softmax, in squared YCbCr distance (inks lie
             ~0.01-0.1 apart: nearly hard fields, continuous at their edges).
     """
@@ -118,7 +116,6 @@ class GeneratorConfig:
     prior_correction: float = 0.0
     ink_style: str = ""
     inks: int = 8
-    ink_iters: int = 0
     ink_softness: float = 0.002
 
     @classmethod
@@ -147,9 +144,9 @@ class GeneratorConfig:
             raise ValueError(f"prior_correction is {self.prior_correction}; expected a value in [0, 1]")
         if not 0.0 < self.temperature <= 1.0:
             raise ValueError(f"temperature is {self.temperature}; expected a value in (0, 1]")
-        if self.ink_style and (self.ink_style not in contract.PAINTING_STYLES or self.inks < 2 or self.ink_iters < 0 or self.ink_softness <= 0):
-            raise ValueError(f"ink_style {self.ink_style!r} with {self.inks} inks and {self.ink_iters} steps; expected one of "
-                             f"{contract.PAINTING_STYLES} (or '' for none), at least 2 inks, steps >= 0")
+        if self.ink_style and (self.ink_style not in contract.PAINTING_STYLES or self.inks < 2 or self.ink_softness <= 0):
+            raise ValueError(f"ink_style {self.ink_style!r} with {self.inks} inks, softness {self.ink_softness}; expected one of "
+                             f"{contract.PAINTING_STYLES} (or '' for none), at least 2 inks, softness > 0")
 
 
 class FiLM(nn.Module):
@@ -306,22 +303,19 @@ class Generator(nn.Module):
         return out
 
     def inked(self, ycbcr: torch.Tensor) -> torch.Tensor:
-        """[N,3,H,W] -> the same printed in ``inks`` flat colours (see ``GeneratorConfig.ink_style``)."""
-        n, _, h, w = ycbcr.shape
-        f = ycbcr.flatten(2)  # [N,3,P]
-        ink = self.ink_palette[None].expand(n, -1, -1)  # [N,K,3]
-        for _ in range(self.cfg.ink_iters):  # Lloyd: each ink moves to the mean of its pixels (an unused ink stays)
-            a = self._nearest_ink(f, ink)  # [N,K,P]
-            count = a.sum(dim=2, keepdim=True)  # [N,K,1]
-            ink = torch.where(count > 0, (a @ f.transpose(1, 2)) / count.clamp_min(1e-6), ink)  # [N,K,3]
-        return (ink.transpose(1, 2) @ self._nearest_ink(f, ink)).view(n, 3, h, w)
+        """[N,3,H,W] -> the same printed in ``inks`` flat colours (see ``GeneratorConfig.ink_style``).
 
-    def _nearest_ink(self, f: torch.Tensor, ink: torch.Tensor) -> torch.Tensor:
-        """Pixels f [N,3,P], inks [N,K,3] -> assignment [N,K,P]: a softmax over the inks at a low
-        temperature, ~1 at each pixel's nearest. Not a hard argmin: a pixel on the boundary of two inks
-        must not flip on rounding (ONNX Runtime vs PyTorch, FP16), so the output stays continuous."""
-        d = (ink * ink).sum(dim=2, keepdim=True) - 2.0 * (ink @ f)  # [N,K,P]: squared distance less |f|^2
-        return torch.softmax(d / -self.cfg.ink_softness, dim=1)
+        Each pixel takes a softmax over the inks at a low temperature, ~1 at its nearest. Not a hard
+        argmin: a pixel on the boundary of two inks must not flip on rounding (ONNX Runtime vs
+        PyTorch), so the output stays continuous. The softmax runs over the last axis (as in
+        :meth:`chroma`: ONNX Runtime's Softmax on an inner axis is much slower).
+        """
+        n, _, h, w = ycbcr.shape
+        f = ycbcr.flatten(2).transpose(1, 2)  # [N,P,3]
+        ink = self.ink_palette  # [K,3]
+        d = (ink * ink).sum(dim=1) - 2.0 * (f @ ink.T)  # [N,P,K]: squared distance less |f|^2
+        a = torch.softmax(d / -self.cfg.ink_softness, dim=-1)  # [N,P,K]
+        return (a @ ink).transpose(1, 2).reshape(n, 3, h, w)
 
     def natural(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Colour decoder: encoder features -> (natural colorization (Y, Cb, Cr) [N,3,H,W], logits [N,Q,H/4,W/4]).

@@ -204,6 +204,12 @@ def ink_palette(styles_root: str | Path, style: str, inks: int, split: str = "tr
     return c
 
 
+def _per_style(values: tuple[float, ...], labels: torch.Tensor) -> torch.Tensor:
+    """[N] the value of each sample's painting style from a per-style tuple in PAINTING_STYLES order
+    (labels are style-vector indices, 1 = the first painting style)."""
+    return torch.tensor(values, dtype=torch.float32, device=labels.device)[labels - 1]
+
+
 def to_tensor(batch_u8: np.ndarray, device: torch.device) -> torch.Tensor:
     """[N,H,W,3] uint8 -> [N,3,H,W] float in [0,1]."""
     return torch.from_numpy(np.require(batch_u8, requirements="W")).to(device).permute(0, 3, 1, 2).float().div_(255.0)
@@ -564,14 +570,12 @@ class Trainer:
             stats["stats"] = l_stats.item()
         if cfg.w_tv:
             total = total + cfg.w_tv * losses.total_variation(fake_rgb)
-        if any(cfg.style_tv):  # per style (ukiyoe, impressionism, pointillism, rococo): flat fields for some, dots for others
-            w = torch.tensor(cfg.style_tv, device=fake_rgb.device)[labels - 1]  # [N]
-            l_tv = (w * losses.total_variation(fake_rgb, per_image=True)).mean()
+        if any(cfg.style_tv):  # flat fields for some styles, dots for others
+            l_tv = (_per_style(cfg.style_tv, labels) * losses.total_variation(fake_rgb, per_image=True)).mean()
             total = total + l_tv
             stats["style_tv"] = l_tv.item()
-        if cfg.w_adv_style:  # --style-adv: the weight's multiplier per style (ukiyoe, impressionism, pointillism, rococo)
-            w = torch.tensor(cfg.style_adv, device=fake_rgb.device)[labels - 1]  # [N]
-            adv = losses.g_hinge(self.D(fake_rgb, labels) * w[:, None, None, None])
+        if cfg.w_adv_style:  # --style-adv: the weight's multiplier per style
+            adv = losses.g_hinge(self.D(fake_rgb, labels) * _per_style(cfg.style_adv, labels)[:, None, None, None])
             total = total + cfg.w_adv_style * adv
             stats["adv_s"] = adv.item()
         return total, stats, fake_rgb
