@@ -35,6 +35,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the colour class rebalancing taken back at read-out, in [0, 1] (-1: the checkpoint's; 0: none)")
     o.add_argument("--ink-style", default="", help="a painting style printed in flat inks, e.g. ukiyoe (default: none)")
     o.add_argument("--inks", type=int, default=8, help="ink colours of --ink-style (the school's k-means palette)")
+    o.add_argument("--chroma-guide", type=int, default=-1,
+                   help="radius of the guided filter that upsamples chroma along the input's luminance edges (-1: the checkpoint's; 0: bilinear)")
+    o.add_argument("--chroma-guide-eps", type=float, default=0.0,
+                   help="the guided filter's regulariser, a luminance variance (0: the checkpoint's)")
+    o.add_argument("--ink-fields", type=int, default=-1,
+                   help="radius, at half the working size, of the edge-aware vote in which pixels choose an ink: "
+                        "flat fields that keep the photo's outlines (-1: the checkpoint's; 0: no vote)")
+    o.add_argument("--ink-fields-eps", type=float, default=0.0,
+                   help="the ink vote's regulariser, a luminance variance (0: the checkpoint's)")
     o.add_argument("--task-switch", action=argparse.BooleanOptionalAction, default=True,
                    help="natural-only calls (colorize) skip the style branch, calls without natural weight the colour decoder, inside the graph (export/switch.py)")
     o.add_argument("--temperature", type=float, default=0.0,

@@ -57,6 +57,10 @@ class ExportConfig:
         ink_style: a painting style printed in flat inks ("": none; see GeneratorConfig); its
             palette comes from the style run's paintings.
         inks: ink colours.
+        ink_fields, ink_fields_eps: radius (at half the working size) and regulariser of the
+            edge-aware ink vote (-1 / 0 keep the checkpoint's; 0 radius: no vote; see GeneratorConfig).
+        chroma_guide, chroma_guide_eps: guided chroma upsampling radius (-1 keeps the checkpoint's;
+            0: bilinear) and regulariser (0 keeps the checkpoint's; see GeneratorConfig).
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
         task_switch: build the graph so that natural-only calls (colorize) skip the style branch
@@ -80,6 +84,10 @@ class ExportConfig:
     prior_correction: float = -1.0
     ink_style: str = ""
     inks: int = 8
+    ink_fields: int = -1
+    ink_fields_eps: float = 0.0
+    chroma_guide: int = -1
+    chroma_guide_eps: float = 0.0
     style_checkpoint: str = ""
     task_switch: bool = True
 
@@ -108,7 +116,8 @@ def _read_checkpoint(path: str | Path) -> dict:
 
 def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None,
                    chroma_blur: int = -1, chroma_scale: float = 0.0, prior_correction: float = -1.0,
-                   ink_style: str = "", inks: int = 8):
+                   ink_style: str = "", inks: int = 8, ink_fields: int = -1,
+                   ink_fields_eps: float = 0.0, chroma_guide: int = -1, chroma_guide_eps: float = 0.0):
     """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
 
     Args:
@@ -148,6 +157,14 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         gcfg["prior_correction"] = prior_correction
     if ink_style:
         gcfg.update(ink_style=ink_style, inks=inks)
+    if ink_fields >= 0:
+        gcfg["ink_fields"] = ink_fields
+    if ink_fields_eps > 0:
+        gcfg["ink_fields_eps"] = ink_fields_eps
+    if chroma_guide >= 0:
+        gcfg["chroma_guide"] = chroma_guide
+    if chroma_guide_eps > 0:
+        gcfg["chroma_guide_eps"] = chroma_guide_eps
     key = "G_ema" if use_ema else "G"
     weights = ck[key]
     if style_checkpoint is not None:
@@ -273,7 +290,8 @@ def export_onnx(cfg: ExportConfig) -> dict:
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
     G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur, cfg.chroma_scale,
-                            cfg.prior_correction, cfg.ink_style, cfg.inks)
+                            cfg.prior_correction, cfg.ink_style, cfg.inks, cfg.ink_fields,
+                            cfg.ink_fields_eps, cfg.chroma_guide, cfg.chroma_guide_eps)
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 

@@ -193,7 +193,7 @@ def test_ink_read_out_prints_the_inked_style_in_flat_school_colours(tmp_path: Pa
     with torch.no_grad():
         # a hand-made image: every pixel moves onto (within the softness of) its nearest ink
         x = torch.rand(1, 3, 16, 16) * torch.tensor([1.0, 0.4, 0.4])[:, None, None] - torch.tensor([0.0, 0.2, 0.2])[:, None, None]
-        inked = G.inked(x)
+        inked = G.inked(x, torch.rand(1, 1, 16, 16))
         dist = torch.cdist(inked.flatten(2)[0].T, palette).min(dim=1).values
         assert float(dist.median()) < 1e-3 and float(dist.max()) < 0.1
         for k in range(len(contract.STYLES)):
@@ -204,7 +204,7 @@ def test_ink_read_out_prints_the_inked_style_in_flat_school_colours(tmp_path: Pa
         full_u, full_i = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]]), torch.tensor([[0.0, 0.0, 1.0, 0.0, 0.0]])
         feats = G.encoder(luma)
         raw = G0.styled(feats, luma, half)
-        assert torch.allclose(G.styled(feats, luma, half), raw + 0.5 * (G.inked(raw) - raw), atol=1e-6)
+        assert torch.allclose(G.styled(feats, luma, half), raw + 0.5 * (G.inked(raw, luma) - raw), atol=1e-6)
         assert not torch.allclose(G(luma, full_u), G0(luma, full_u), atol=1e-3) and torch.allclose(G(luma, full_i), G0(luma, full_i))
 
     m = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), ink_style="ukiyoe", inks=4, simplify=False))
@@ -214,6 +214,83 @@ def test_ink_read_out_prints_the_inked_style_in_flat_school_colours(tmp_path: Pa
         load_generator(ck_path, ink_style="ukiyoe")
     with pytest.raises(ExportError, match="ink_style"):
         load_generator(ck_path, ink_style="natural")
+
+
+def test_ink_fields_vote_along_the_photos_edges(tmp_path: Path, datasets: Path):
+    """--ink-fields: the pixels' inks are voted over a window weighted along the input's luminance, so an isolated
+    speck on flat luminance joins its field, while a line of another ink that the photo also has (a luminance
+    line) survives, and the same line on flat luminance is voted away; recorded; parity holds; bad settings
+    are refused."""
+    from training.model import GeneratorConfig
+
+    styles = tmp_path / "styles"
+    (styles / "ukiyoe" / "train").mkdir(parents=True)
+    for f in sorted((datasets / "styles" / "ukiyoe" / "train").iterdir())[:6]:
+        shutil.copy(f, styles / "ukiyoe" / "train" / f.name)
+    ck_path = make_checkpoint(tmp_path / "ck.pt")
+    ck = torch.load(ck_path, weights_only=False)
+    ck["config"] = {"styles_root": str(styles)}
+    torch.save(ck, ck_path)
+
+    G, _ = load_generator(ck_path, ink_style="ukiyoe", inks=4, ink_fields=2, ink_fields_eps=0.0009)
+    G1, _ = load_generator(ck_path, ink_style="ukiyoe", inks=4)
+    assert (G.cfg.ink_fields, G.cfg.ink_fields_eps, G1.cfg.ink_fields) == (2, 0.0009, 0)
+    ink = G.ink_palette
+    x = ink[0][:, None, None].expand(3, 32, 32).clone()[None]  # one field
+    x[0, :, 16:18, :] = ink[1][:, None, None]  # a two-pixel line of a second ink
+    x[0, :, 6, 6] = ink[2]  # a speck of a third
+    flat = torch.full((1, 1, 32, 32), 0.6)
+    lined = flat.clone()
+    lined[..., 16:18, :] = 0.2  # the photo has the line too
+    with torch.no_grad():
+        on_flat, on_line, plain = G.inked(x, flat), G.inked(x, lined), G1.inked(x, flat)
+    assert torch.allclose(plain[0, :, 6, 6], ink[2], atol=1e-4) and torch.allclose(plain[0, :, 16], ink[1][:, None].expand(3, 32), atol=1e-4)
+    assert torch.allclose(on_flat[0, :, 6, 6], ink[0], atol=1e-4) and torch.allclose(on_line[0, :, 6, 6], ink[0], atol=1e-4)  # speck: gone
+    assert torch.allclose(on_flat[0, :, 16:18], ink[0][:, None, None].expand(3, 2, 32), atol=1e-3)  # line on flat luma: voted away
+    assert torch.allclose(on_line[0, :, 16:18], ink[1][:, None, None].expand(3, 2, 32), atol=1e-3)  # along the photo's line: kept
+    assert torch.allclose(on_line[0, :, 10:14], ink[0][:, None, None].expand(3, 4, 32), atol=1e-3)  # and the field beside it
+
+    m = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), ink_style="ukiyoe", inks=4, ink_fields=1,
+                                 simplify=False))
+    assert m["generator"]["ink_fields"] == 1 and m["parity"]["max_abs"] < 1e-4
+    for bad in ({"ink_fields": -1}, {"ink_fields": 2, "ink_fields_eps": 0.0}):
+        with pytest.raises(ValueError, match="ink_fields"):
+            GeneratorConfig(ink_style="ukiyoe", **bad)
+
+
+def test_guided_chroma_upsampling_follows_luminance_edges(tmp_path: Path):
+    """--chroma-guide: the read-out chroma is upsampled along the input's luminance (a guided filter): with a flat
+    luminance it is the box-smoothed bilinear upsampling; across a luminance step it changes sharply where plain
+    bilinear blurs; recorded; parity holds; bad settings are refused."""
+    import torch.nn.functional as F
+
+    from training.model import GeneratorConfig
+
+    ck_path = make_checkpoint(tmp_path / "ck.pt")
+    G, _ = load_generator(ck_path, chroma_guide=1, chroma_guide_eps=1e-3)
+    assert G.cfg.chroma_guide == 1 and G.cfg.chroma_guide_eps == 1e-3
+    c = torch.zeros(1, 2, 8, 8)
+    c[:, :, :, 4:] = 0.2  # chroma steps at column 4 of the 1/4-size read-out (pixel 16 at full size)
+    step = torch.zeros(1, 1, 32, 32)
+    step[..., 16:] = 1.0  # the luminance steps at the same place
+    with torch.no_grad():
+        guided = G.guided_up4(c, step)
+        flat = G.guided_up4(c, torch.full((1, 1, 32, 32), 0.5))
+    box = F.avg_pool2d(F.pad(c, (1,) * 4, mode="replicate"), 3, stride=1)
+    box = F.avg_pool2d(F.pad(box, (1,) * 4, mode="replicate"), 3, stride=1)
+    assert torch.allclose(flat, F.interpolate(box, scale_factor=4.0, mode="bilinear", align_corners=False), atol=1e-6)
+    bilinear = F.interpolate(c, scale_factor=4.0, mode="bilinear", align_corners=False)
+    # one pixel either side of the edge: the guided chroma is (nearly) the side's own, bilinear is halfway
+    assert float(guided[..., 15].abs().max()) < 0.03 and float((guided[..., 16] - 0.2).abs().max()) < 0.03
+    assert float(bilinear[..., 15].abs().min()) > 0.045 and float((bilinear[..., 16] - 0.2).abs().min()) > 0.045
+
+    m = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), chroma_guide=2, chroma_guide_eps=0.004,
+                                 simplify=False))
+    assert m["generator"]["chroma_guide"] == 2 and m["parity"]["max_abs"] < 1e-4
+    with pytest.raises(ValueError, match="chroma_guide"):
+        GeneratorConfig(chroma_guide=-1)
+    with pytest.raises(ValueError, match="chroma_guide"):
+        GeneratorConfig(chroma_guide=1, chroma_guide_eps=0.0)
 
 
 def test_old_generator_design_is_refused(tiny_checkpoint: Path, tmp_path: Path):

@@ -50,6 +50,31 @@ from torch import nn
 from sdk import contract
 from training.encoder import FEATURE_CHANNELS, MobileNetV2Encoder
 
+INK_VOTE_SOFTNESS = 0.05
+"""Temperature of the ink vote's softmax over voted shares (~0..1): a 60/40 vote is ~98 % the
+majority's ink, a tie stays a blend (continuous, so ONNX Runtime and PyTorch agree at field edges)."""
+
+
+def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """He & Sun's (fast) guided filter at one size: guide [N,1,h,w], src [N,C,h,w] -> (A, b), each [N,C,h,w].
+
+    Each (2r+1)^2 window (edges replicated) fits ``src = A * guide + b`` by least squares with ridge
+    ``eps`` (a guide variance); A and b are then averaged over the windows covering each pixel. The
+    caller upsamples them and applies them to a finer guide (``A * guide + b``): the result follows
+    the guide's edges where the window varies by more than ``eps``, and is the window mean elsewhere.
+    """
+    r, c = radius, src.shape[1]
+
+    def box(x: torch.Tensor) -> torch.Tensor:  # separable window mean, edges replicated
+        x = F.avg_pool2d(F.pad(x, (r, r, 0, 0), mode="replicate"), (1, 2 * r + 1), stride=1)
+        return F.avg_pool2d(F.pad(x, (0, 0, r, r), mode="replicate"), (2 * r + 1, 1), stride=1)
+
+    m = box(torch.cat([guide, guide * guide, src, guide * src], dim=1))  # [N,2+2C,h,w]: window means, one pass
+    mg, mgg, ms, mgs = m[:, :1], m[:, 1:2], m[:, 2 : 2 + c], m[:, 2 + c :]
+    a = (mgs - mg * ms) / (mgg - mg * mg + eps)  # [N,C,h,w]
+    ab = box(torch.cat([a, ms - a * mg], dim=1))  # [N,2C,h,w]
+    return ab[:, :c], ab[:, c:]
+
 
 def chroma_bins(step: float) -> np.ndarray:
     """Centres [Q,2] (Cb, Cr) of a ``step`` grid over [-0.5, 0.5]^2, kept where some Y in [0, 1] gives valid RGB.
@@ -101,6 +126,17 @@ class GeneratorConfig:
         inks: number of ink colours.
         ink_softness: temperature of the pixel-to-ink softmax, in squared YCbCr distance (inks lie
             ~0.01-0.1 apart: nearly hard fields, continuous at their edges).
+        chroma_guide: radius, at the read-out's 1/4 size, of a guided filter that upsamples the
+            chroma along the input's own luminance edges (He et al.'s fast guided filter; 0: plain
+            bilinear): colour stops at the edges it belongs to instead of bleeding across them.
+        chroma_guide_eps: the guided filter's regulariser (a luminance variance: below it a
+            window's chroma stays flat, above it chroma follows luminance).
+        ink_fields: radius of the window, at half the working size, in which neighbouring pixels
+            vote for an ink (0: no vote), weighted along the input's luminance edges (a guided
+            filter over the inks' shares, as ``chroma_guide`` for colour): specks and photo grain
+            merge into flat fields, while fields keep the outlines of the photo's shapes.
+        ink_fields_eps: the vote's regulariser, a luminance variance: where a window varies less,
+            its majority wins outright; where more, the vote follows the luminance edges.
     """
 
     widths: tuple[int, int, int, int, int] = (128, 64, 48, 32, 16)
@@ -117,6 +153,10 @@ class GeneratorConfig:
     ink_style: str = ""
     inks: int = 8
     ink_softness: float = 0.002
+    ink_fields: int = 0
+    ink_fields_eps: float = 0.0009
+    chroma_guide: int = 0
+    chroma_guide_eps: float = 0.004
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
@@ -147,6 +187,10 @@ class GeneratorConfig:
         if self.ink_style and (self.ink_style not in contract.PAINTING_STYLES or self.inks < 2 or self.ink_softness <= 0):
             raise ValueError(f"ink_style {self.ink_style!r} with {self.inks} inks, softness {self.ink_softness}; expected one of "
                              f"{contract.PAINTING_STYLES} (or '' for none), at least 2 inks, softness > 0")
+        if self.chroma_guide < 0 or self.chroma_guide_eps <= 0:
+            raise ValueError(f"chroma_guide {self.chroma_guide} with eps {self.chroma_guide_eps}; expected a radius >= 0 and eps > 0")
+        if self.ink_fields < 0 or self.ink_fields_eps <= 0:
+            raise ValueError(f"ink_fields {self.ink_fields} with eps {self.ink_fields_eps}; expected a radius >= 0 and eps > 0")
 
 
 class FiLM(nn.Module):
@@ -299,23 +343,56 @@ class Generator(nn.Module):
         out = torch.cat([y, 0.5 * torch.tanh(o[:, 1:])], dim=1)  # [N,3,H,W]
         if self.cfg.ink_style:
             w = style[:, contract.STYLES.index(self.cfg.ink_style)][:, None, None, None]  # [N,1,1,1]
-            out = out + w * (self.inked(out) - out)
+            out = out + w * (self.inked(out, luma) - out)
         return out
 
-    def inked(self, ycbcr: torch.Tensor) -> torch.Tensor:
+    def inked(self, ycbcr: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
         """[N,3,H,W] -> the same printed in ``inks`` flat colours (see ``GeneratorConfig.ink_style``).
 
         Each pixel takes a softmax over the inks at a low temperature, ~1 at its nearest. Not a hard
         argmin: a pixel on the boundary of two inks must not flip on rounding (ONNX Runtime vs
         PyTorch), so the output stays continuous. The softmax runs over the last axis (as in
-        :meth:`chroma`: ONNX Runtime's Softmax on an inner axis is much slower).
+        :meth:`chroma`: ONNX Runtime's Softmax on an inner axis is much slower). With
+        ``ink_fields`` the pixels' ink shares are then voted over a window along ``luma``
+        [N,1,H,W] (:meth:`voted`).
         """
         n, _, h, w = ycbcr.shape
-        f = ycbcr.flatten(2).transpose(1, 2)  # [N,P,3]
+        ink = self.ink_palette  # [K,3]
+        a = self.ink_shares(ycbcr.flatten(2).transpose(1, 2))  # [N,P,K]
+        if self.cfg.ink_fields > 0:
+            a = self.voted(a.transpose(1, 2).reshape(n, -1, h, w), luma)  # [N,P,K]
+        return (a @ ink).transpose(1, 2).reshape(n, 3, h, w)
+
+    def ink_shares(self, f: torch.Tensor) -> torch.Tensor:
+        """Pixels [N,P,3] (YCbCr) -> [N,P,K]: each one's softmax over the inks by squared distance."""
         ink = self.ink_palette  # [K,3]
         d = (ink * ink).sum(dim=1) - 2.0 * (f @ ink.T)  # [N,P,K]: squared distance less |f|^2
-        a = torch.softmax(d / -self.cfg.ink_softness, dim=-1)  # [N,P,K]
-        return (a @ ink).transpose(1, 2).reshape(n, 3, h, w)
+        return torch.softmax(d / -self.cfg.ink_softness, dim=-1)
+
+    def voted(self, shares: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
+        """Edge-aware ink vote: shares [N,K,H,W] (each pixel's softmax over the inks), luma [N,1,H,W] -> [N,H*W,K].
+
+        A fast guided filter (:func:`guided_coefficients`) at half size, guided by the input
+        luminance: each window fits share = A * luma + b per ink, so a field's majority fills flat
+        parts of the image while a luminance edge inside the window splits the vote along it. The
+        voted shares are sharpened by a softmax (``INK_VOTE_SOFTNESS``) into the pixel's ink.
+        """
+        k = shares.shape[1]
+        a, b = guided_coefficients(F.avg_pool2d(luma, 2), F.avg_pool2d(shares, 2), self.cfg.ink_fields, self.cfg.ink_fields_eps)
+        ab = torch.cat([a, b], dim=1) / INK_VOTE_SOFTNESS  # [N,2K,H/2,W/2] (the softmax's scale folded in)
+        ab = F.interpolate(ab, scale_factor=2.0, mode="bilinear", align_corners=False)  # [N,2K,H,W]
+        v = (ab[:, :k] * luma + ab[:, k:]).flatten(2).transpose(1, 2)  # [N,P,K]: voted shares / softness
+        return torch.softmax(v, dim=-1)
+
+    def guided_up4(self, c: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
+        """Fast guided upsampling: chroma [N,2,h,w] -> [N,2,4h,4w] following luma [N,1,4h,4w].
+
+        At 1/4 size each window fits chroma = A * luma + b (:func:`guided_coefficients`, ridge
+        ``chroma_guide_eps``); A and b are upsampled bilinearly and applied to the full-size luma.
+        """
+        a, b = guided_coefficients(F.avg_pool2d(luma, 4), c, self.cfg.chroma_guide, self.cfg.chroma_guide_eps)  # [N,2,h,w] each
+        ab = F.interpolate(torch.cat([a, b], dim=1), scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,4,H,W]
+        return ab[:, :2] * luma + ab[:, 2:]  # [N,2,H,W]
 
     def natural(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Colour decoder: encoder features -> (natural colorization (Y, Cb, Cr) [N,3,H,W], logits [N,Q,H/4,W/4]).
@@ -323,7 +400,11 @@ class Generator(nn.Module):
         Already inside the output box (Y is the input, the chroma a mean of in-gamut bin centres).
         """
         logits = self.colour_logits(feats, style)
-        cbcr = F.interpolate(self.chroma(logits), scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,2,H,W]
+        c = self.chroma(logits)  # [N,2,H/4,W/4]
+        if self.cfg.chroma_guide > 0:
+            cbcr = self.guided_up4(c, luma)  # [N,2,H,W]
+        else:
+            cbcr = F.interpolate(c, scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,2,H,W]
         return torch.cat([luma, cbcr], dim=1), logits
 
     def forward(self, luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:

@@ -65,6 +65,8 @@ class TrainConfig:
     whole_school: str = ""  # comma-separated styles whose targets and real crops use every painting, not exemplars
     ink_style: str = GeneratorConfig.ink_style  # train through the ink read-out of this style (export bakes it in)
     inks: int = GeneratorConfig.inks
+    ink_fields: int = GeneratorConfig.ink_fields  # radius of the edge-aware ink vote (0: none; export bakes it in)
+    ink_fields_eps: float = GeneratorConfig.ink_fields_eps
     loss_margin: int = 0
     load_size: int = 256
     crop_scale: tuple[float, float] = (1.0, 2.0)
@@ -122,7 +124,8 @@ class TrainConfig:
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(widths=tuple(self.widths), style_widths=tuple(self.style_widths), attention=self.attention, padding=self.padding,
                                upsample=self.upsample, bin_step=self.bin_step, temperature=self.temperature,
-                               ink_style=self.ink_style, inks=self.inks)
+                               ink_style=self.ink_style, inks=self.inks, ink_fields=self.ink_fields,
+                               ink_fields_eps=self.ink_fields_eps)
 
 
 def config_flags(p: argparse.ArgumentParser, cls) -> None:
