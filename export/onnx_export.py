@@ -147,24 +147,14 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
     except ValueError as e:
         raise ExportError(f"{path} was written by an older generator design ({e}); "
                           "export it with the chromaforge release that trained it, or retrain") from None
-    if temperature > 0:
-        gcfg["temperature"] = temperature
-    if chroma_blur >= 0:
-        gcfg["chroma_blur"] = chroma_blur
-    if chroma_scale > 0:
-        gcfg["chroma_scale"] = chroma_scale
-    if prior_correction >= 0:
-        gcfg["prior_correction"] = prior_correction
+    # Read-out overrides, (value, given?): the CLI defaults (0 or -1, outside each field's range) keep the checkpoint's.
+    overrides = {"temperature": (temperature, temperature > 0), "chroma_blur": (chroma_blur, chroma_blur >= 0),
+                 "chroma_scale": (chroma_scale, chroma_scale > 0), "prior_correction": (prior_correction, prior_correction >= 0),
+                 "ink_fields": (ink_fields, ink_fields >= 0), "ink_fields_eps": (ink_fields_eps, ink_fields_eps > 0),
+                 "chroma_guide": (chroma_guide, chroma_guide >= 0), "chroma_guide_eps": (chroma_guide_eps, chroma_guide_eps > 0)}
+    gcfg.update({name: value for name, (value, given) in overrides.items() if given})
     if ink_style:
         gcfg.update(ink_style=ink_style, inks=inks)
-    if ink_fields >= 0:
-        gcfg["ink_fields"] = ink_fields
-    if ink_fields_eps > 0:
-        gcfg["ink_fields_eps"] = ink_fields_eps
-    if chroma_guide >= 0:
-        gcfg["chroma_guide"] = chroma_guide
-    if chroma_guide_eps > 0:
-        gcfg["chroma_guide_eps"] = chroma_guide_eps
     key = "G_ema" if use_ema else "G"
     weights = ck[key]
     if style_checkpoint is not None:

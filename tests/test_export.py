@@ -169,12 +169,8 @@ def test_prior_correction_takes_back_the_rebalancing(tmp_path: Path, datasets: P
         load_generator(ck_path, prior_correction=0.5)
 
 
-def test_ink_read_out_prints_the_inked_style_in_flat_school_colours(tmp_path: Path, datasets: Path):
-    """--ink-style: the named style's output takes (softly) the nearest of K inks, a k-means palette of that
-    school's paintings; other styles are untouched, blends ink in proportion; recorded; parity holds;
-    paintings missing or a style that is not a painting style give an ExportError."""
-    from training.train import ink_palette
-
+def _ukiyoe_checkpoint(tmp_path: Path, datasets: Path) -> tuple[Path, Path]:
+    """A tiny checkpoint whose run config points at 6 ukiyo-e prints copied to tmp_path/styles (the ink palette's source)."""
     styles = tmp_path / "styles"
     (styles / "ukiyoe" / "train").mkdir(parents=True)
     for f in sorted((datasets / "styles" / "ukiyoe" / "train").iterdir())[:6]:
@@ -183,6 +179,16 @@ def test_ink_read_out_prints_the_inked_style_in_flat_school_colours(tmp_path: Pa
     ck = torch.load(ck_path, weights_only=False)
     ck["config"] = {"styles_root": str(styles)}
     torch.save(ck, ck_path)
+    return styles, ck_path
+
+
+def test_ink_read_out_prints_the_inked_style_in_flat_school_colours(tmp_path: Path, datasets: Path):
+    """--ink-style: the named style's output takes (softly) the nearest of K inks, a k-means palette of that
+    school's paintings; other styles are untouched, blends ink in proportion; recorded; parity holds;
+    paintings missing or a style that is not a painting style give an ExportError."""
+    from training.train import ink_palette
+
+    styles, ck_path = _ukiyoe_checkpoint(tmp_path, datasets)
 
     G, _ = load_generator(ck_path, ink_style="ukiyoe", inks=4)
     G0, _ = load_generator(ck_path)
@@ -223,14 +229,7 @@ def test_ink_fields_vote_along_the_photos_edges(tmp_path: Path, datasets: Path):
     are refused."""
     from training.model import GeneratorConfig
 
-    styles = tmp_path / "styles"
-    (styles / "ukiyoe" / "train").mkdir(parents=True)
-    for f in sorted((datasets / "styles" / "ukiyoe" / "train").iterdir())[:6]:
-        shutil.copy(f, styles / "ukiyoe" / "train" / f.name)
-    ck_path = make_checkpoint(tmp_path / "ck.pt")
-    ck = torch.load(ck_path, weights_only=False)
-    ck["config"] = {"styles_root": str(styles)}
-    torch.save(ck, ck_path)
+    _, ck_path = _ukiyoe_checkpoint(tmp_path, datasets)
 
     G, _ = load_generator(ck_path, ink_style="ukiyoe", inks=4, ink_fields=2, ink_fields_eps=0.0009)
     G1, _ = load_generator(ck_path, ink_style="ukiyoe", inks=4)
