@@ -346,7 +346,8 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
                 "style_run": {k: v for k, v in ck.get("style_checkpoint", {}).items() if k != "config"} or None,
             },
             "parity": {**report, "tolerance": cfg.tolerance},
-            "graph": "task-switch: natural-only calls skip the style branch, calls without natural weight the colour decoder" if cfg.task_switch else "plain",
+            "graph": ("task-switch: natural-only calls skip the style branch, calls without natural weight the colour decoder"
+                      + (f", and calls without {G.cfg.ink_style} weight the ink read-out" if G.cfg.ink_style else "")) if cfg.task_switch else "plain",
             "versions": {"chromaforge": sdk.__version__, "torch": torch_v, "onnx": onnx_v, "onnxruntime": ort_v, "onnxslim": slim_v},
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },

@@ -3,13 +3,16 @@
 Colorize calls run the generator with the style vector (1, 0, 0, 0, 0): the blend weight of the
 style branch is 0, yet a plain export computes that branch (about half the graph's time at 256²).
 Stylize calls at full strength, e.g. (0, 1, 0, 0, 0), weight the colour decoder 0, yet compute it.
-This module builds the graph in four exported pieces and joins them:
+This module builds the graph in four exported pieces (five with an ink read-out) and joins them:
 
     luma ─► encoder ─► f4, f8, f16, f32 ─┐
     style ─► all(style[:, 0] == 1) ──► If ├─ then: colour decoder only        (Generator.decode_natural)
                                           └─ else: all(style[:, 0] == 0) ─► If
                                                 ├─ then: style branch only    (Generator.decode_styled)
                                                 └─ else: both, blended        (Generator.decode)
+
+With an ink read-out (``GeneratorConfig.ink_style``) the style-branch-only case has a third level:
+``all(style[:, ink] == 0)`` runs the branch without the ink step (the other painting styles), else with it.
 
 Every branch gives the numbers of the blend for its inputs (the blend is exact at g = 0 and
 g = 1), so the SDK contract does not change: inputs ``luma``/``style``, output ``ycbcr``, one
@@ -94,7 +97,7 @@ def switched_model(G, opset: int, work: Path, simplify: bool = True):
     Args:
         G: a :class:`training.model.Generator` in eval mode.
         opset: ONNX opset (If is in every opset used here).
-        work: a folder for the four intermediate exports.
+        work: a folder for the intermediate exports (four; five with an ink read-out).
         simplify: run onnxslim on each piece.
 
     Returns:
@@ -120,10 +123,15 @@ def switched_model(G, opset: int, work: Path, simplify: bool = True):
     class Head(torch.nn.Module):
         def __init__(self, mode: str) -> None:
             super().__init__()
-            self.G, self.method = G, {"natural": "decode_natural", "styled": "decode_styled", "full": "decode"}[mode]
+            self.G, self.mode = G, mode
 
         def forward(self, f4, f8, f16, f32, luma, style):
-            return getattr(self.G, self.method)([f4, f8, f16, f32], luma, style)
+            feats = [f4, f8, f16, f32]
+            if self.mode == "natural":
+                return self.G.decode_natural(feats, luma, style)
+            if self.mode == "full":
+                return self.G.decode(feats, luma, style)
+            return self.G.decode_styled(feats, luma, style, ink=self.mode == "styled")  # "styled" or "styled_no_ink"
 
     luma = torch.rand(1, 1, 64, 64)
     style = torch.zeros(1, n_styles)
@@ -140,12 +148,22 @@ def switched_model(G, opset: int, work: Path, simplify: bool = True):
     consts = [helper.make_tensor("switch_index0", TensorProto.INT64, [1], [0]), helper.make_tensor("switch_one", TensorProto.FLOAT, [], [1.0]),
               helper.make_tensor("switch_zero", TensorProto.FLOAT, [], [0.0])]
     out = next(o for o in full.graph.output if o.name == out_name)
+    styled_branch = _branch(styled, "styled_", outer, out_name)
+    if G.cfg.ink_style:  # no weight on the inked style anywhere in the batch: the style branch without its ink step
+        plain = export_checked(Head("styled_no_ink"), (*feats, luma, style), work / "styled_no_ink.onnx", inputs, [out_name], opset, simplify)
+        consts.append(helper.make_tensor("switch_index_ink", TensorProto.INT64, [1], [contract.STYLES.index(G.cfg.ink_style)]))
+        styled_branch = helper.make_graph([
+            helper.make_node("Gather", [style_name, "switch_index_ink"], ["switch_ink"], axis=1, name="switch_gather_ink"),  # [N,1]
+            helper.make_node("ReduceMax", ["switch_ink"], ["switch_ink_max"], keepdims=0, name="switch_ink_max"),  # scalar
+            helper.make_node("Equal", ["switch_ink_max", "switch_zero"], ["switch_no_ink"], name="switch_equal_no_ink"),  # bool scalar
+            helper.make_node("If", ["switch_no_ink"], [out_name], name="switch_if_ink",
+                             then_branch=_branch(plain, "plain_", outer, out_name), else_branch=styled_branch),
+        ], "styled_branch", [], [out])
     painting = helper.make_graph([  # no natural weight anywhere in the batch (stylize at full strength): style branch only
         helper.make_node("ReduceMax", ["switch_natural"], ["switch_max"], keepdims=0, name="switch_max"),  # scalar
         helper.make_node("Equal", ["switch_max", "switch_zero"], ["switch_no_natural"], name="switch_equal_zero"),  # bool scalar
         helper.make_node("If", ["switch_no_natural"], [out_name], name="switch_if_styled",
-                         then_branch=_branch(styled, "styled_", outer, out_name),
-                         else_branch=_branch(full, "full_", outer, out_name)),
+                         then_branch=styled_branch, else_branch=_branch(full, "full_", outer, out_name)),
     ], "painting_branch", [], [out])
     nodes = list(encoder.graph.node) + [
         helper.make_node("Gather", [style_name, "switch_index0"], ["switch_natural"], axis=1, name="switch_gather"),  # [N,1]

@@ -215,6 +215,26 @@ def test_ink_read_out_prints_the_inked_style_in_flat_school_colours(tmp_path: Pa
 
     m = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), ink_style="ukiyoe", inks=4, simplify=False))
     assert m["generator"]["ink_style"] == "ukiyoe" and m["generator"]["inks"] == 4 and m["parity"]["max_abs"] < 1e-4
+    # The task switch's third level: painting batches without ukiyo-e weight skip the ink step, with the plain export's numbers.
+    assert "without ukiyoe weight the ink read-out" in m["graph"]
+    export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "plain"), ink_style="ukiyoe", inks=4, simplify=False,
+                             task_switch=False))
+    def ifs(g):  # every If node, at any depth: name -> {branch: graph}
+        found = {}
+        for n in g.node:
+            if n.op_type == "If":
+                found[n.name] = {a.name: a.g for a in n.attribute}
+                for body in found[n.name].values():
+                    found.update(ifs(body))
+        return found
+
+    ink_if = ifs(onnx.load(str(tmp_path / "m" / "model.onnx")).graph)["switch_if_ink"]
+    assert len(ink_if["then_branch"].node) < len(ink_if["else_branch"].node)  # the branch without the ink step is smaller
+    switched, plain = (ort.InferenceSession(str(tmp_path / d / "model.onnx"), providers=["CPUExecutionProvider"]) for d in ("m", "plain"))
+    feed_luma = luma.numpy()
+    for row in ([0, 1, 0, 0, 0], [0, 0, 0, 0, 1], [0, 0.5, 0.5, 0, 0], [0, 0, 0.3, 0.7, 0]):
+        feed = {"luma": feed_luma, "style": np.array([row], np.float32)}
+        assert np.abs(switched.run(None, feed)[0] - plain.run(None, feed)[0]).max() < 1e-5, row
     shutil.rmtree(styles)
     with pytest.raises(ExportError, match="ukiyoe paintings"):
         load_generator(ck_path, ink_style="ukiyoe")

@@ -328,8 +328,12 @@ class Generator(nn.Module):
             c = c * self.cfg.chroma_scale
         return c
 
-    def styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """Style branch: encoder features -> the styled image's (Y, Cb, Cr) [N,3,H,W]."""
+    def styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor, ink: bool = True) -> torch.Tensor:
+        """Style branch: encoder features -> the styled image's (Y, Cb, Cr) [N,3,H,W].
+
+        ``ink=False`` leaves out the ink read-out: the same numbers for inputs without weight on
+        ``ink_style`` (the exported graph switches to it for the other styles).
+        """
         f4, f8 = feats[0], feats[1]
         planes = style[:, :, None, None].expand(-1, -1, f8.shape[2], f8.shape[3])  # [N,S,H/8,W/8]
         x = self.style_in(torch.cat([f8, planes], dim=1), style)  # [N,s8,H/8]
@@ -341,7 +345,7 @@ class Generator(nn.Module):
         o = (heads.view(n, -1, 3, hh, ww) * style[:, :, None, None, None]).sum(dim=1)  # [N,3,H,W]: sum_k s_k head_k
         y = (luma + torch.tanh(o[:, :1])).clamp(0.0, 1.0)
         out = torch.cat([y, 0.5 * torch.tanh(o[:, 1:])], dim=1)  # [N,3,H,W]
-        if self.cfg.ink_style:
+        if self.cfg.ink_style and ink:
             w = style[:, contract.STYLES.index(self.cfg.ink_style)][:, None, None, None]  # [N,1,1,1]
             out = out + w * (self.inked(out, luma) - out)
         return out
@@ -422,10 +426,11 @@ class Generator(nn.Module):
         the same numbers without the style branch (the exported graph switches to it)."""
         return output_box(self.natural(feats, luma, style)[0])
 
-    def decode_styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def decode_styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor, ink: bool = True) -> torch.Tensor:
         """:meth:`decode` for inputs with no natural weight (g = 1): the style branch only, the same
-        numbers without the colour decoder (the exported graph switches to it for painting styles)."""
-        return output_box(self.styled(feats, luma, style))
+        numbers without the colour decoder (the exported graph switches to it for painting styles);
+        ``ink=False`` also without the ink read-out, for inputs with no weight on ``ink_style``."""
+        return output_box(self.styled(feats, luma, style, ink))
 
 
 def output_box(ycbcr: torch.Tensor) -> torch.Tensor:
