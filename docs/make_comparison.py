@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
             grey = np.asarray(Image.fromarray(rgb).convert("L"))
             rows.append([np.repeat(grey[:, :, None], 3, 2), prev.colorize(grey), new.colorize(grey), rgb])
         out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
         _sheet(rows, ["grey input", "previous release", "this model", "truth"], args.tile, out / "comparison_colour.jpg")
 
         styles = new.styles()[1:]

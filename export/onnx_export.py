@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from sdk import contract
-from sdk.manifest import Artifact, Manifest, sha256_file, write_manifest
+from sdk.manifest import MAX_WORK_SIZE, Artifact, Manifest, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class ExportConfig:
         simplify: run onnxslim on the exported graph.
         tolerance: largest allowed |ONNX Runtime - PyTorch| on any output element.
         parity_images: folder of real images for the parity check (besides random inputs).
-        work_size: working resolution recorded in the manifest.
+        work_size: working resolution (long side) recorded in the manifest.
         name: model name recorded in the manifest.
         force: replace an existing model in ``out``.
         temperature: annealed-mean temperature of the colour read-out baked into the graph
@@ -277,6 +277,8 @@ def export_onnx(cfg: ExportConfig) -> dict:
     out = Path(cfg.out)
     model_path = out / contract.MODEL_NAME
     manifest_path = out / contract.MANIFEST_NAME
+    if not contract.SIZE_MULTIPLE <= cfg.work_size <= MAX_WORK_SIZE:  # the manifest would be refused at load
+        raise ExportError(f"--work-size is {cfg.work_size}; expected a long side in [{contract.SIZE_MULTIPLE}, {MAX_WORK_SIZE}] pixels")
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
     G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur, cfg.chroma_scale,

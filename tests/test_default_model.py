@@ -71,6 +71,21 @@ def test_beats_grey_baseline_on_held_out_photos(datasets):
     assert r["model"]["colourfulness"] > 0.55 * r["ground_truth"]["colourfulness"], r
 
 
+def test_evaluate_scores_the_trade_at_other_chroma_factors(datasets, astronaut):
+    """--chroma-factors: factor 1 reproduces the model's row, a larger factor is more colourful with
+    the same luminance; a factor that is not positive is refused before any work."""
+    from training.evaluate import evaluate, scale_chroma
+
+    r = evaluate(None, str(datasets / "photos" / "val"), limit=3, backend="onnxruntime-cpu", chroma_factors=(1.0, 1.3))
+    same = {k: v for k, v in r["model"].items() if k != "psnr_wins_vs_grey"}
+    assert r["chroma_factors"]["1"] == same
+    assert r["chroma_factors"]["1.3"]["colourfulness"] > 1.2 * same["colourfulness"]
+    luma = lambda rgb: np.asarray(Image.fromarray(rgb).convert("L"), np.int16)  # noqa: E731
+    assert np.abs(luma(scale_chroma(astronaut, 0.5)) - luma(astronaut)).max() <= 2
+    with pytest.raises(ValueError, match="must be > 0"):
+        evaluate(None, str(datasets / "photos" / "val"), chroma_factors=(0.0,))
+
+
 def test_wheel_ships_model_and_example(tmp_path):
     """`pip install .` carries the model, its manifest and the example photo (package data)."""
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)],

@@ -373,3 +373,41 @@ def test_task_switch_skips_the_style_branch_for_natural_inputs(tiny_checkpoint: 
         for s in (style, style[:1], np.array([row, [0, 0, 0, 1, 0]], np.float32)):
             feed = {"luma": luma[: len(s)], "style": s}
             assert np.abs(a.run(None, feed)[0] - b.run(None, feed)[0]).max() < 1e-5
+
+
+def test_work_size_outside_what_the_sdk_runs_is_refused(tiny_checkpoint: Path, tmp_path: Path):
+    """A --work-size the SDK would refuse at load is refused before any work, and nothing is written."""
+    for size in (0, 16, 10**5):
+        with pytest.raises(ExportError, match=f"--work-size is {size}; expected a long side"):
+            export_onnx(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(tmp_path / "bad"), work_size=size))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_semantic_features_start_neutral_and_export_with_parity(tmp_path: Path):
+    """GeneratorConfig.semantic: the encoder's own 1x1 head feeds the colour decoder through
+    zero-initialised layers (a run initialised from a checkpoint without them starts from its
+    output); once trained they change colorization, not the styles, and export with parity."""
+    from training.model import Generator, GeneratorConfig
+
+    from conftest import TINY
+
+    ck_path = make_checkpoint(tmp_path / "sem.pt", seed=5, semantic=True)
+    G, _ = load_generator(ck_path)
+    assert [f.shape[1] for f in G.encoder(torch.rand(1, 1, 64, 64))][-1] == 1280
+    plain = Generator(GeneratorConfig(**TINY)).eval()
+    plain.load_state_dict({k: v for k, v in G.state_dict().items() if k in plain.state_dict()})
+    luma, nat, ukiyoe = torch.rand(1, 1, 64, 96), torch.eye(5)[[0]], torch.eye(5)[[1]]
+    with torch.no_grad():
+        assert torch.equal(G(luma, nat), plain(luma, nat))
+    ck = torch.load(ck_path, weights_only=False)
+    for name in ("G", "G_ema"):
+        ck[name]["lat_sem.weight"] = torch.randn_like(ck[name]["lat_sem.weight"])
+        ck[name]["global_sem.weight"] = torch.randn_like(ck[name]["global_sem.weight"])
+    torch.save(ck, ck_path)
+    G, _ = load_generator(ck_path)
+    with torch.no_grad():
+        assert not torch.allclose(G(luma, nat), plain(luma, nat))
+        assert torch.equal(G(luma, ukiyoe), plain(luma, ukiyoe))
+    manifest = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), simplify=False))
+    assert manifest["generator"]["semantic"] and manifest["parity"]["max_abs"] < 1e-4
+    assert "enc_sem" in {o for n in onnx.load(str(tmp_path / "m" / "model.onnx")).graph.node for o in n.output}

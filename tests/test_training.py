@@ -128,6 +128,23 @@ def test_colour_steps_lower_the_loss(tmp_path: Path, photo_folder: Path):
     assert all(torch.equal(a, b) for a, b in zip(enc_before, tr.G.encoder.parameters()))
 
 
+def test_semantic_features_are_the_pretrained_head_and_train_the_colour_decoder(tmp_path: Path, photo_folder: Path):
+    """--semantic: the encoder's 1x1 head carries MobileNetV2's ImageNet weights and stays frozen,
+    while the two layers that read it start at zero and learn."""
+    from safetensors.torch import load_file
+
+    tr = Trainer(_tiny_cfg(tmp_path, photo_folder, semantic=True))
+    ref = load_file(str(MOBILENET))
+    assert torch.equal(tr.G.encoder.head.conv.weight, ref["head.conv.weight"])
+    assert not tr.G.encoder.head.conv.weight.requires_grad
+    assert tr.G.lat_sem.weight.abs().sum() == 0 and tr.G.global_sem.weight.abs().sum() == 0
+    for _ in range(5):
+        tr.train_step()
+    assert torch.equal(tr.G.encoder.head.conv.weight, ref["head.conv.weight"])
+    assert tr.G.lat_sem.weight.abs().sum() > 0 and tr.G.global_sem.weight.abs().sum() > 0
+    assert parse_args(["--semantic"]).generator_config().semantic
+
+
 def test_style_steps_lower_the_style_loss(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
     """Style steps (VGG Gram + content + adversarial) on real paintings lower the Gram loss."""
     cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, styles_root=str(datasets / "styles"),

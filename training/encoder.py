@@ -21,6 +21,7 @@ Layout (H x W multiples of 32)::
                    -> blocks 3-5  [N,32,H/8]   (tap: stride 8)
                    -> blocks 6-12 [N,96,H/16]  (tap: stride 16)
                    -> blocks 13-16 [N,320,H/32] (tap: stride 32)
+                   -> head 1x1 [N,1280,H/32]   (only with ``head=True``: the class features)
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from torch import nn
 # (expansion t, out channels c, repeats n, first stride s), Sandler et al. 2018, table 2.
 SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 FEATURE_CHANNELS = {4: 24, 8: 32, 16: 96, 32: 320}
+SEMANTIC_CHANNELS = 1280
+"""Channels of the optional head (the 1x1 convolution ImageNet's classifier reads)."""
 INPUT_MULTIPLE = 32
 """Input sides must be multiples of this (five stride-2 layers with constant SAME padding)."""
 
@@ -73,13 +76,17 @@ class InvertedResidual(nn.Module):
 class MobileNetV2Encoder(nn.Module):
     """Luminance -> MobileNetV2 features at strides 4, 8, 16 and 32 (24, 32, 96, 320 channels).
 
+    Args:
+        head: also run the network's own 1x1 head (320 -> 1280, ReLU6) on the stride-32 features
+            and return it fifth: the features ImageNet's classifier reads (``GeneratorConfig.semantic``).
+
     Example:
         >>> enc = MobileNetV2Encoder()
         >>> [f.shape[1] for f in enc(torch.zeros(1, 1, 64, 64))]
         [24, 32, 96, 320]
     """
 
-    def __init__(self) -> None:
+    def __init__(self, head: bool = False) -> None:
         super().__init__()
         self.stem = ConvAct(1, 32, 3, 2)  # folded from 3 grey input channels
         blocks: list[nn.Module] = []
@@ -92,6 +99,7 @@ class MobileNetV2Encoder(nn.Module):
             last_at[stride] = len(blocks) - 1
         self.taps = {i: s for s, i in last_at.items()}  # block index -> stride, last block at each stride
         self.blocks = nn.ModuleList(blocks)
+        self.head = ConvAct(cin, SEMANTIC_CHANNELS, 1) if head else None
 
     def forward(self, luma: torch.Tensor) -> list[torch.Tensor]:
         x = self.stem(luma * 2.0 - 1.0)  # [N,32,H/2]
@@ -100,10 +108,13 @@ class MobileNetV2Encoder(nn.Module):
             x = block(x)
             if self.taps.get(i) in FEATURE_CHANNELS:
                 out.append(x)
-        return out  # [N,24,H/4], [N,32,H/8], [N,96,H/16], [N,320,H/32]
+        if self.head is not None:
+            out.append(self.head(x))  # [N,1280,H/32]
+        return out  # [N,24,H/4], [N,32,H/8], [N,96,H/16], [N,320,H/32] (, [N,1280,H/32])
 
     def load_pretrained(self, path: str | Path) -> None:
-        """Load the shared ImageNet weights (stem folded to one channel; head and classifier dropped).
+        """Load the shared ImageNet weights (stem folded to one channel; the classifier, and the head
+        unless this encoder has one, dropped).
 
         Raises:
             FileNotFoundError: ``path`` does not exist.

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sdk import contract
-from training.encoder import FEATURE_CHANNELS, MobileNetV2Encoder
+from training.encoder import FEATURE_CHANNELS, SEMANTIC_CHANNELS, MobileNetV2Encoder
 
 INK_VOTE_SOFTNESS = 0.05
 """Temperature of the ink vote's softmax over voted shares (~0..1): a 60/40 vote is ~98 % the
@@ -105,6 +105,10 @@ class GeneratorConfig:
         n_styles: length of the style-weight vector.
         attention: include the multi-modal attention block at the 1/32 bottleneck (see the model
             card's ablation).
+        semantic: also feed the colour decoder the encoder's own 1x1 head (MobileNetV2's 1280
+            class features at 1/32, pretrained and frozen like the rest of the encoder): as a
+            lateral at 1/32 and as its image-wide mean, both zero-initialised, so a colour run
+            initialised from one without them starts from the same output.
         padding: decoder convolution padding mode. "replicate" (ONNX Pad mode=edge): zero padding
             gave the Gram-trained styles bright streaks along the borders.
         upsample: the decoder's 2x upsampling before each convolution, "nearest" or "bilinear".
@@ -143,6 +147,7 @@ class GeneratorConfig:
     style_widths: tuple[int, int] = (32, 24)
     n_styles: int = len(contract.STYLES)
     attention: bool = False
+    semantic: bool = False
     padding: str = "replicate"
     upsample: str = "bilinear"
     bin_step: float = 0.05
@@ -272,12 +277,18 @@ class Generator(nn.Module):
         self.cfg = cfg
         c16, c8, c4, c2, c1 = cfg.widths
         ns, pad, up = cfg.n_styles, cfg.padding, cfg.upsample
-        self.encoder = MobileNetV2Encoder()
+        self.encoder = MobileNetV2Encoder(head=cfg.semantic)
         self.lat32 = nn.Conv2d(FEATURE_CHANNELS[32], c16, 1)
         self.lat16 = nn.Conv2d(FEATURE_CHANNELS[16], c16, 1)
         self.lat8 = nn.Conv2d(FEATURE_CHANNELS[8], c8, 1)
         self.lat4 = nn.Conv2d(FEATURE_CHANNELS[4], c4, 1)
         self.attention = MultiModalAttention(c16, ns) if cfg.attention else None
+        if cfg.semantic:  # the class features, per position and image-wide; zero: no change until trained
+            self.lat_sem = nn.Conv2d(SEMANTIC_CHANNELS, c16, 1)
+            self.global_sem = nn.Linear(SEMANTIC_CHANNELS, c16)
+            for m in (self.lat_sem, self.global_sem):
+                nn.init.zeros_(m.weight)
+                nn.init.zeros_(m.bias)
         self.up16 = ConvBlock(c16, c16, ns, upsample=up, pad=pad)
         self.up8 = ConvBlock(c16, c8, ns, upsample=up, pad=pad)
         self.up4 = ConvBlock(c8, c4, ns, upsample=up, pad=pad)
@@ -304,8 +315,11 @@ class Generator(nn.Module):
 
     def colour_logits(self, feats: list[torch.Tensor], style: torch.Tensor) -> torch.Tensor:
         """Colour decoder: encoder features -> colour logits [N,Q,H/4,W/4]."""
-        f4, f8, f16, f32 = feats
+        f4, f8, f16, f32 = feats[:4]
         h = self.lat32(f32)  # [N,c16,H/32]
+        if self.cfg.semantic:
+            sem = feats[4]  # [N,1280,H/32]
+            h = h + self.lat_sem(sem) + self.global_sem(sem.mean(dim=(2, 3)))[:, :, None, None]  # [N,c16,H/32]
         if self.attention is not None:
             h = self.attention(h, style)
         h = self.up16(h, style) + self.lat16(f16)  # [N,c16,H/16]

@@ -99,6 +99,7 @@ class TrainConfig:
     widths: tuple[int, int, int, int, int] = (96, 64, 32, 24, 12)
     style_widths: tuple[int, int] = GeneratorConfig.style_widths
     attention: bool = GeneratorConfig.attention
+    semantic: bool = GeneratorConfig.semantic
     padding: str = GeneratorConfig.padding
     upsample: str = GeneratorConfig.upsample
     bin_step: float = GeneratorConfig.bin_step
@@ -122,9 +123,9 @@ class TrainConfig:
         return tuple(n.strip() for n in self.whole_school.split(",") if n.strip())
 
     def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(widths=tuple(self.widths), style_widths=tuple(self.style_widths), attention=self.attention, padding=self.padding,
-                               upsample=self.upsample, bin_step=self.bin_step, temperature=self.temperature,
-                               ink_style=self.ink_style, inks=self.inks, ink_fields=self.ink_fields,
+        return GeneratorConfig(widths=tuple(self.widths), style_widths=tuple(self.style_widths), attention=self.attention,
+                               semantic=self.semantic, padding=self.padding, upsample=self.upsample, bin_step=self.bin_step,
+                               temperature=self.temperature, ink_style=self.ink_style, inks=self.inks, ink_fields=self.ink_fields,
                                ink_fields_eps=self.ink_fields_eps)
 
 
@@ -478,8 +479,8 @@ class Trainer:
             src = ck["G_ema"] if self.cfg.init_ema else ck["G"]
             fit = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
             skipped = sorted(set(own) - set(fit))
-            if skipped:
-                log.info("init: %d tensors keep their fresh initialisation (shape changed): %s", len(skipped), skipped)
+            if skipped:  # new in this design, or reshaped (pretrained encoder parts keep their ImageNet weights)
+                log.info("init: %d tensors not taken from the checkpoint (absent or reshaped there): %s", len(skipped), skipped)
             self.G.load_state_dict(fit, strict=False)
             self.G_ema.load_state_dict(self.G.state_dict())
         if "D" in ck:
