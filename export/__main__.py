@@ -44,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "flat fields that keep the photo's outlines (-1: the checkpoint's; 0: no vote)")
     o.add_argument("--ink-fields-eps", type=float, default=0.0,
                    help="the ink vote's regulariser, a luminance variance (0: the checkpoint's)")
+    o.add_argument("--ink-lines", type=float, default=-1.0,
+                   help="strength in [0, 1] of key lines drawn over --ink-style in its darkest ink, along the input's dark edges "
+                        "(-1: the checkpoint's; 0: none)")
+    o.add_argument("--ink-lines-sigma", type=float, default=0.0, help="the key lines' width: Gaussian sigma in working-size pixels (0: the checkpoint's)")
+    o.add_argument("--ink-lines-threshold", type=float, default=0.0,
+                   help="luminance step (0..1) below which no key line is drawn (0: the checkpoint's)")
     o.add_argument("--task-switch", action=argparse.BooleanOptionalAction, default=True,
                    help="natural-only calls (colorize) skip the style branch, calls without natural weight the colour decoder, inside the graph (export/switch.py)")
     o.add_argument("--temperature", type=float, default=0.0,

@@ -61,6 +61,9 @@ class ExportConfig:
             edge-aware ink vote (-1 / 0 keep the checkpoint's; 0 radius: no vote; see GeneratorConfig).
         chroma_guide, chroma_guide_eps: guided chroma upsampling radius (-1 keeps the checkpoint's;
             0: bilinear) and regulariser (0 keeps the checkpoint's; see GeneratorConfig).
+        ink_lines, ink_lines_sigma, ink_lines_threshold: key lines over the inked style, strength
+            (-1 keeps the checkpoint's; 0: none), width and threshold (0 keep the checkpoint's; see
+            GeneratorConfig).
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
         task_switch: build the graph so that natural-only calls (colorize) skip the style branch
@@ -86,6 +89,9 @@ class ExportConfig:
     inks: int = 8
     ink_fields: int = -1
     ink_fields_eps: float = 0.0
+    ink_lines: float = -1.0
+    ink_lines_sigma: float = 0.0
+    ink_lines_threshold: float = 0.0
     chroma_guide: int = -1
     chroma_guide_eps: float = 0.0
     style_checkpoint: str = ""
@@ -117,7 +123,8 @@ def _read_checkpoint(path: str | Path) -> dict:
 def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None,
                    chroma_blur: int = -1, chroma_scale: float = 0.0, prior_correction: float = -1.0,
                    ink_style: str = "", inks: int = 8, ink_fields: int = -1,
-                   ink_fields_eps: float = 0.0, chroma_guide: int = -1, chroma_guide_eps: float = 0.0):
+                   ink_fields_eps: float = 0.0, chroma_guide: int = -1, chroma_guide_eps: float = 0.0,
+                   ink_lines: float = -1.0, ink_lines_sigma: float = 0.0, ink_lines_threshold: float = 0.0):
     """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
 
     Args:
@@ -130,6 +137,8 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
             class weights come from the checkpoint or are recomputed from the run's training photos.
         ink_style, inks: the ink read-out (see GeneratorConfig); the palette is computed
             from the style run's paintings (its config's ``styles_root``).
+        ink_fields, ink_fields_eps, chroma_guide, chroma_guide_eps, ink_lines, ink_lines_sigma,
+            ink_lines_threshold: further read-out overrides, as in :class:`ExportConfig`.
         style_checkpoint: a style-only run (``--no-colour``) whose style branch replaces the
             checkpoint's: colour and style share only the frozen encoder, so two runs join.
 
@@ -151,7 +160,9 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
     overrides = {"temperature": (temperature, temperature > 0), "chroma_blur": (chroma_blur, chroma_blur >= 0),
                  "chroma_scale": (chroma_scale, chroma_scale > 0), "prior_correction": (prior_correction, prior_correction >= 0),
                  "ink_fields": (ink_fields, ink_fields >= 0), "ink_fields_eps": (ink_fields_eps, ink_fields_eps > 0),
-                 "chroma_guide": (chroma_guide, chroma_guide >= 0), "chroma_guide_eps": (chroma_guide_eps, chroma_guide_eps > 0)}
+                 "chroma_guide": (chroma_guide, chroma_guide >= 0), "chroma_guide_eps": (chroma_guide_eps, chroma_guide_eps > 0),
+                 "ink_lines": (ink_lines, ink_lines >= 0), "ink_lines_sigma": (ink_lines_sigma, ink_lines_sigma > 0),
+                 "ink_lines_threshold": (ink_lines_threshold, ink_lines_threshold > 0)}
     gcfg.update({name: value for name, (value, given) in overrides.items() if given})
     if ink_style:
         gcfg.update(ink_style=ink_style, inks=inks)
@@ -283,7 +294,8 @@ def export_onnx(cfg: ExportConfig) -> dict:
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
     G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur, cfg.chroma_scale,
                             cfg.prior_correction, cfg.ink_style, cfg.inks, cfg.ink_fields,
-                            cfg.ink_fields_eps, cfg.chroma_guide, cfg.chroma_guide_eps)
+                            cfg.ink_fields_eps, cfg.chroma_guide, cfg.chroma_guide_eps, cfg.ink_lines, cfg.ink_lines_sigma,
+                            cfg.ink_lines_threshold)
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 

@@ -277,6 +277,43 @@ def test_ink_fields_vote_along_the_photos_edges(tmp_path: Path, datasets: Path):
             GeneratorConfig(ink_style="ukiyoe", **bad)
 
 
+def test_key_lines_outline_the_inked_style_along_the_photos_dark_edges(tmp_path: Path, datasets: Path):
+    """--ink-lines: the inked style gets key lines in its darkest ink on the dark side of the input's
+    luminance steps and along its thin dark lines, none on flat luminance or a faint step; the other
+    styles and colorization are untouched; recorded; parity holds; bad settings are refused."""
+    from training.model import GeneratorConfig
+
+    _, ck_path = _ukiyoe_checkpoint(tmp_path, datasets)
+    G, _ = load_generator(ck_path, ink_style="ukiyoe", inks=4, ink_lines=1.0, ink_lines_sigma=1.0, ink_lines_threshold=0.04)
+    G0, _ = load_generator(ck_path, ink_style="ukiyoe", inks=4)
+    assert (G.cfg.ink_lines, G.cfg.ink_lines_sigma, G.cfg.ink_lines_threshold, G0.cfg.ink_lines) == (1.0, 1.0, 0.04, 0.0)
+    luma = torch.full((1, 1, 32, 64), 0.9)
+    luma[..., 32:] = 0.1  # a strong step: dark on the right
+    luma[..., 8, :16] = 0.3  # a thin dark line on the bright side
+    luma[..., 24:, :16] = 0.85  # a faint step
+    with torch.no_grad():
+        lines = G.key_lines(luma)[0, 0]
+    assert lines[:, 33].min() > 0.9 and lines[:, 26:32].max() == 0 and lines[:, 36:].max() == 0  # the step's dark side only
+    assert lines[8, 4:12].min() > 0.9 and lines[12:20, :14].max() == 0  # the thin line, not the flat
+    assert lines[26:, :14].max() == 0  # the faint step stays without a line
+    key = G.ink_palette[G.ink_palette[:, 0].argmin()]
+    eye = torch.eye(5)
+    with torch.no_grad():
+        inked, plain = G(luma, eye[[1]]), G0(luma, eye[[1]])
+        assert torch.allclose(inked[0, :, 10:20, 33], key[:, None].expand(3, 10), atol=1e-4)
+        assert torch.equal(inked[0, :, 12:20, 40:60], plain[0, :, 12:20, 40:60])  # away from any line
+        for k in (0, 2, 3, 4):  # colorization and the other styles
+            assert torch.equal(G(luma, eye[[k]]), G0(luma, eye[[k]]))
+    m = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), ink_style="ukiyoe", inks=4, ink_lines=0.5,
+                                 simplify=False))
+    assert m["generator"]["ink_lines"] == 0.5 and m["parity"]["max_abs"] < 1e-4
+    for bad in ({"ink_lines": 1.5}, {"ink_lines": 1.0, "ink_lines_sigma": 0.0}, {"ink_lines": 1.0, "ink_lines_threshold": -0.1}):
+        with pytest.raises(ValueError, match="ink_lines"):
+            GeneratorConfig(ink_style="ukiyoe", **bad)
+    with pytest.raises(ValueError, match="needs an ink_style"):
+        GeneratorConfig(ink_lines=1.0)
+
+
 def test_guided_chroma_upsampling_follows_luminance_edges(tmp_path: Path):
     """--chroma-guide: the read-out chroma is upsampled along the input's luminance (a guided filter): with a flat
     luminance it is the box-smoothed bilinear upsampling; across a luminance step it changes sharply where plain

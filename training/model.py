@@ -54,6 +54,24 @@ INK_VOTE_SOFTNESS = 0.05
 """Temperature of the ink vote's softmax over voted shares (~0..1): a 60/40 vote is ~98 % the
 majority's ink, a tie stays a blend (continuous, so ONNX Runtime and PyTorch agree at field edges)."""
 
+KEY_LINE_SCALE = 1.6
+"""Ratio of the two Gaussians of the key lines' difference of Gaussians (Marr & Hildreth's 1.6)."""
+
+
+def gaussian_kernel(sigma: float) -> torch.Tensor:
+    """A normalised 1-D Gaussian [2r+1], r = ceil(3 sigma)."""
+    r = max(1, int(np.ceil(3.0 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-t * t / (2.0 * sigma * sigma))
+    return k / k.sum()
+
+
+def gaussian_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Separable blur of [N,1,H,W] by a 1-D kernel [2r+1], edges replicated."""
+    r = kernel.numel() // 2
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), kernel.view(1, 1, -1, 1))
+
 
 def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """He & Sun's (fast) guided filter at one size: guide [N,1,h,w], src [N,C,h,w] -> (A, b), each [N,C,h,w].
@@ -141,6 +159,13 @@ class GeneratorConfig:
             merge into flat fields, while fields keep the outlines of the photo's shapes.
         ink_fields_eps: the vote's regulariser, a luminance variance: where a window varies less,
             its majority wins outright; where more, the vote follows the luminance edges.
+        ink_lines: strength (0..1; 0: none) of the **key lines** drawn over the inked style in its
+            darkest ink, as a woodblock print's key block outlines its colour fields: a difference
+            of Gaussians of the input luminance (sigma ``ink_lines_sigma`` and 1.6 sigma, at the
+            working size), a line where it falls below ``-ink_lines_threshold`` (fully drawn at
+            twice that): the dark side of the photo's edges and its thin dark lines.
+        ink_lines_sigma: the smaller Gaussian's sigma in working-size pixels (line width).
+        ink_lines_threshold: the luminance step (0..1) below which no line is drawn.
     """
 
     widths: tuple[int, int, int, int, int] = (128, 64, 48, 32, 16)
@@ -160,6 +185,9 @@ class GeneratorConfig:
     ink_softness: float = 0.002
     ink_fields: int = 0
     ink_fields_eps: float = 0.0009
+    ink_lines: float = 0.0
+    ink_lines_sigma: float = 1.0
+    ink_lines_threshold: float = 0.04
     chroma_guide: int = 0
     chroma_guide_eps: float = 0.004
 
@@ -194,6 +222,11 @@ class GeneratorConfig:
                              f"{contract.PAINTING_STYLES} (or '' for none), at least 2 inks, softness > 0")
         if self.chroma_guide < 0 or self.chroma_guide_eps <= 0:
             raise ValueError(f"chroma_guide {self.chroma_guide} with eps {self.chroma_guide_eps}; expected a radius >= 0 and eps > 0")
+        if not 0.0 <= self.ink_lines <= 1.0 or self.ink_lines_sigma <= 0 or self.ink_lines_threshold <= 0:
+            raise ValueError(f"ink_lines {self.ink_lines} with sigma {self.ink_lines_sigma}, threshold {self.ink_lines_threshold}; "
+                             "expected a strength in [0, 1], sigma > 0 and threshold > 0")
+        if self.ink_lines and not self.ink_style:
+            raise ValueError("ink_lines draws key lines in the inked style's darkest ink; it needs an ink_style")
         if self.ink_fields < 0 or self.ink_fields_eps <= 0:
             raise ValueError(f"ink_fields {self.ink_fields} with eps {self.ink_fields_eps}; expected a radius >= 0 and eps > 0")
 
@@ -308,6 +341,9 @@ class Generator(nn.Module):
         nn.init.zeros_(self.style_head.bias)
         # the inked style's starting palette, YCbCr [K,3] (set at export; not in checkpoints)
         self.register_buffer("ink_palette", torch.zeros(cfg.inks if cfg.ink_style else 0, 3), persistent=False)
+        if cfg.ink_lines:  # the key lines' two Gaussians (constants)
+            self.register_buffer("line_fine", gaussian_kernel(cfg.ink_lines_sigma), persistent=False)
+            self.register_buffer("line_coarse", gaussian_kernel(KEY_LINE_SCALE * cfg.ink_lines_sigma), persistent=False)
 
     def freeze_encoder(self, frozen: bool = True) -> None:
         """Stop (or restart) gradients into the pretrained encoder."""
@@ -361,8 +397,22 @@ class Generator(nn.Module):
         out = torch.cat([y, 0.5 * torch.tanh(o[:, 1:])], dim=1)  # [N,3,H,W]
         if self.cfg.ink_style and ink:
             w = style[:, contract.STYLES.index(self.cfg.ink_style)][:, None, None, None]  # [N,1,1,1]
-            out = out + w * (self.inked(out, luma) - out)
+            printed = self.inked(out, luma)  # [N,3,H,W]
+            if self.cfg.ink_lines:  # the key block over the colour blocks
+                key = self.ink_palette[self.ink_palette[:, 0].argmin()][None, :, None, None]  # [1,3,1,1]: the darkest ink
+                printed = printed + self.cfg.ink_lines * self.key_lines(luma) * (key - printed)
+            out = out + w * (printed - out)
         return out
+
+    def key_lines(self, luma: torch.Tensor) -> torch.Tensor:
+        """Luma [N,1,H,W] -> where to draw a key line [N,1,H,W] in [0, 1] (``GeneratorConfig.ink_lines``).
+
+        A difference of Gaussians is negative on the dark side of an edge and along thin dark
+        lines; below ``-threshold`` a line starts, fully drawn at ``-2 threshold``.
+        """
+        dog = gaussian_blur(luma, self.line_fine) - gaussian_blur(luma, self.line_coarse)  # [N,1,H,W]
+        t = self.cfg.ink_lines_threshold
+        return ((-dog - t) / t).clamp(0.0, 1.0)
 
     def inked(self, ycbcr: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
         """[N,3,H,W] -> the same printed in ``inks`` flat colours (see ``GeneratorConfig.ink_style``).
