@@ -9,8 +9,7 @@ launch (SpaceX, CC0). Columns: grey input, colorized, the four styles, the origi
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import argparse
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -47,4 +46,9 @@ def main(out: str = "docs/samples.jpg", model_dir: str | None = None, tile: int 
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_argument("--out", default="docs/samples.jpg", help="image file to write (.jpg or .png)")
+    cli.add_argument("--model-dir", default=None, help="model folder (default: the bundled model)")
+    cli.add_argument("--tile", type=int, default=192, help="side of each cell in pixels")
+    args = cli.parse_args()
+    main(args.out, args.model_dir, args.tile)
