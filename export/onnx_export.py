@@ -292,10 +292,10 @@ def export_onnx(cfg: ExportConfig) -> dict:
         raise ExportError(f"--work-size is {cfg.work_size}; expected a long side in [{contract.SIZE_MULTIPLE}, {MAX_WORK_SIZE}] pixels")
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
-    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, cfg.temperature, cfg.style_checkpoint or None, cfg.chroma_blur, cfg.chroma_scale,
-                            cfg.prior_correction, cfg.ink_style, cfg.inks, cfg.ink_fields,
-                            cfg.ink_fields_eps, cfg.chroma_guide, cfg.chroma_guide_eps, cfg.ink_lines, cfg.ink_lines_sigma,
-                            cfg.ink_lines_threshold)
+    read_out = ("temperature", "chroma_blur", "chroma_scale", "prior_correction", "ink_style", "inks", "ink_fields", "ink_fields_eps",
+                "chroma_guide", "chroma_guide_eps", "ink_lines", "ink_lines_sigma", "ink_lines_threshold")
+    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, style_checkpoint=cfg.style_checkpoint or None,
+                           **{name: getattr(cfg, name) for name in read_out})
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 

@@ -28,12 +28,12 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 
-FEATURES = ("enc_f4", "enc_f8", "enc_f16", "enc_f32", "enc_sem")
-"""Names of the encoder outputs (strides 4, 8, 16, 32; then the class features at 32 of a
-``GeneratorConfig.semantic`` encoder) inside the joined graph."""
+FEATURES = ("enc_f4", "enc_f8", "enc_f16", "enc_f32")
+"""Names of the encoder outputs (strides 4, 8, 16, 32) inside the joined graph."""
 
 
 def export_checked(module, args: tuple, path: Path, inputs: list[str], outputs: list[str], opset: int, simplify: bool):
@@ -119,29 +119,25 @@ def switched_model(G, opset: int, work: Path, simplify: bool = True):
             self.G = G
 
         def forward(self, luma):
-            return tuple(self.G.encoder(luma))  # [N,24,H/4], [N,32,H/8], [N,96,H/16], [N,320,H/32] (, [N,1280,H/32])
+            return tuple(self.G.encoder(luma))  # [N,24,H/4], [N,32,H/8], [N,96,H/16], [N,320,H/32]
 
     class Head(torch.nn.Module):
         def __init__(self, mode: str) -> None:
             super().__init__()
-            self.G, self.mode = G, mode
+            self.G = G
+            self.decode = {"natural": G.decode_natural, "styled": G.decode_styled, "full": G.decode,
+                           "styled_no_ink": functools.partial(G.decode_styled, ink=False)}[mode]
 
-        def forward(self, *tensors):  # the encoder's features, then luma and style
-            feats, (luma, style) = list(tensors[:-2]), tensors[-2:]
-            if self.mode == "natural":
-                return self.G.decode_natural(feats, luma, style)
-            if self.mode == "full":
-                return self.G.decode(feats, luma, style)
-            return self.G.decode_styled(feats, luma, style, ink=self.mode == "styled")  # "styled" or "styled_no_ink"
+        def forward(self, f4, f8, f16, f32, luma, style):
+            return self.decode([f4, f8, f16, f32], luma, style)
 
     luma = torch.rand(1, 1, 64, 64)
     style = torch.zeros(1, n_styles)
     style[0, 0] = 1.0
     with torch.no_grad():
         feats = tuple(G.encoder(luma))
-    names = list(FEATURES[: len(feats)])
-    inputs = names + [luma_name, style_name]
-    encoder = export_checked(Encoder(), (luma,), work / "encoder.onnx", [luma_name], names, opset, simplify)
+    inputs = list(FEATURES) + [luma_name, style_name]
+    encoder = export_checked(Encoder(), (luma,), work / "encoder.onnx", [luma_name], list(FEATURES), opset, simplify)
     natural = export_checked(Head("natural"), (*feats, luma, style), work / "natural.onnx", inputs, [out_name], opset, simplify)
     styled = export_checked(Head("styled"), (*feats, luma, style), work / "styled.onnx", inputs, [out_name], opset, simplify)
     full = export_checked(Head("full"), (*feats, luma, style), work / "full.onnx", inputs, [out_name], opset, simplify)

@@ -430,7 +430,7 @@ def test_semantic_features_start_neutral_and_export_with_parity(tmp_path: Path):
 
     ck_path = make_checkpoint(tmp_path / "sem.pt", seed=5, semantic=True)
     G, _ = load_generator(ck_path)
-    assert [f.shape[1] for f in G.encoder(torch.rand(1, 1, 64, 64))][-1] == 1280
+    assert G.encoder.head(G.encoder(torch.rand(1, 1, 64, 64))[-1]).shape[1] == 1280
     plain = Generator(GeneratorConfig(**TINY)).eval()
     plain.load_state_dict({k: v for k, v in G.state_dict().items() if k in plain.state_dict()})
     luma, nat, ukiyoe = torch.rand(1, 1, 64, 96), torch.eye(5)[[0]], torch.eye(5)[[1]]
@@ -447,4 +447,8 @@ def test_semantic_features_start_neutral_and_export_with_parity(tmp_path: Path):
         assert torch.equal(G(luma, ukiyoe), plain(luma, ukiyoe))
     manifest = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), simplify=False))
     assert manifest["generator"]["semantic"] and manifest["parity"]["max_abs"] < 1e-4
-    assert "enc_sem" in {o for n in onnx.load(str(tmp_path / "m" / "model.onnx")).graph.node for o in n.output}
+    graph = onnx.load(str(tmp_path / "m" / "model.onnx")).graph
+    weights_1280 = lambda g: {t.name for t in g.initializer if t.dims[:1] == [1280]}  # noqa: E731: the head's kernel and bias
+    branches = {a.name: a.g for n in graph.node if n.op_type == "If" for a in n.attribute}
+    assert not weights_1280(graph)  # not in the main graph, which stylize runs too
+    assert weights_1280(branches["then_branch"])  # in the colour-only branch (colorize)

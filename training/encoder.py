@@ -21,7 +21,10 @@ Layout (H x W multiples of 32)::
                    -> blocks 3-5  [N,32,H/8]   (tap: stride 8)
                    -> blocks 6-12 [N,96,H/16]  (tap: stride 16)
                    -> blocks 13-16 [N,320,H/32] (tap: stride 32)
-                   -> head 1x1 [N,1280,H/32]   (only with ``head=True``: the class features)
+
+With ``head=True`` the module also holds the network's own 1x1 head (320 -> 1280, the class
+features), which :meth:`forward` does not run: the colour decoder applies it to the stride-32
+taps (``GeneratorConfig.semantic``), so calls that skip that decoder (stylize) skip it too.
 """
 
 from __future__ import annotations
@@ -77,8 +80,9 @@ class MobileNetV2Encoder(nn.Module):
     """Luminance -> MobileNetV2 features at strides 4, 8, 16 and 32 (24, 32, 96, 320 channels).
 
     Args:
-        head: also run the network's own 1x1 head (320 -> 1280, ReLU6) on the stride-32 features
-            and return it fifth: the features ImageNet's classifier reads (``GeneratorConfig.semantic``).
+        head: also hold the network's own 1x1 head (320 -> 1280, ReLU6; ``self.head``, loaded and
+            frozen with the rest): the features ImageNet's classifier reads, for the caller to
+            apply to the stride-32 taps (``GeneratorConfig.semantic``).
 
     Example:
         >>> enc = MobileNetV2Encoder()
@@ -108,9 +112,7 @@ class MobileNetV2Encoder(nn.Module):
             x = block(x)
             if self.taps.get(i) in FEATURE_CHANNELS:
                 out.append(x)
-        if self.head is not None:
-            out.append(self.head(x))  # [N,1280,H/32]
-        return out  # [N,24,H/4], [N,32,H/8], [N,96,H/16], [N,320,H/32] (, [N,1280,H/32])
+        return out  # [N,24,H/4], [N,32,H/8], [N,96,H/16], [N,320,H/32]
 
     def load_pretrained(self, path: str | Path) -> None:
         """Load the shared ImageNet weights (stem folded to one channel; the classifier, and the head

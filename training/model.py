@@ -351,10 +351,10 @@ class Generator(nn.Module):
 
     def colour_logits(self, feats: list[torch.Tensor], style: torch.Tensor) -> torch.Tensor:
         """Colour decoder: encoder features -> colour logits [N,Q,H/4,W/4]."""
-        f4, f8, f16, f32 = feats[:4]
+        f4, f8, f16, f32 = feats
         h = self.lat32(f32)  # [N,c16,H/32]
-        if self.cfg.semantic:
-            sem = feats[4]  # [N,1280,H/32]
+        if self.cfg.semantic:  # the head runs here, not in the encoder: only calls that colorize pay for it
+            sem = self.encoder.head(f32)  # [N,1280,H/32]
             h = h + self.lat_sem(sem) + self.global_sem(sem.mean(dim=(2, 3)))[:, :, None, None]  # [N,c16,H/32]
         if self.attention is not None:
             h = self.attention(h, style)
