@@ -58,11 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prev-model-dir", default=None, help="previous release's model folder")
     p.add_argument("--prev-rev", default=None, help="or: git revision whose bundled model is the previous release")
     p.add_argument("--photos", default=str(REPO.parent / "shared" / "datasets" / "photos" / "val"))
-    p.add_argument("--n-colour", type=int, default=12)
-    p.add_argument("--n-style", type=int, default=4)
+    p.add_argument("--n-colour", type=int, default=12, help="photos on the colour sheet (at least 1)")
+    p.add_argument("--n-style", type=int, default=4, help="photos on the style sheet (0: no style sheet)")
     p.add_argument("--tile", type=int, default=160)
     p.add_argument("--out-dir", default=str(REPO / "docs"))
     args = p.parse_args(argv)
+    if args.n_colour < 1 or args.n_style < 0:
+        p.error(f"--n-colour must be >= 1 and --n-style >= 0; got {args.n_colour} and {args.n_style}")
 
     with tempfile.TemporaryDirectory() as tmp:
         prev_dir = args.prev_model_dir or (previous_release(args.prev_rev, Path(tmp) / "prev") if args.prev_rev else None)
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         _sheet(rows, ["grey input", "previous release", "this model", "truth"], args.tile, out / "comparison_colour.jpg")
 
+        if not args.n_style:
+            return 0
         styles = new.styles()[1:]
         rows = []
         for f in pick[1 :: max(1, len(pick) // args.n_style)][: args.n_style]:

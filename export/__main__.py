@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--style-checkpoint", default="", help="last.pt of a style-only run (--no-colour) to join with --checkpoint's colour")
     o.add_argument("--chroma-blur", type=int, default=-1, help="box filter over the read-out chroma at 1/4 size (-1: the checkpoint's; 0: none)")
     o.add_argument("--chroma-scale", type=float, default=0.0, help="factor on the read-out chroma, in (0, 2] (0: the checkpoint's)")
+    o.add_argument("--chroma-gain", type=float, default=-1.0,
+                   help="exponent in [0, 2] of a per-image chroma gain toward a common colour budget: images painted in strong "
+                        "colours toned down, dull ones lifted (-1: the checkpoint's; 0: none)")
+    o.add_argument("--chroma-gain-ref", type=float, default=0.0,
+                   help="the chroma gain's reference magnitude (0: the median measured on the colour run's training photos)")
     o.add_argument("--prior-correction", type=float, default=-1.0,
                    help="share of the colour class rebalancing taken back at read-out, in [0, 1] (-1: the checkpoint's; 0: none)")
     o.add_argument("--ink-style", default="", help="a painting style printed in flat inks, e.g. ukiyoe (default: none)")

@@ -54,6 +54,9 @@ class ExportConfig:
         chroma_scale: factor on the read-out chroma (0 keeps the checkpoint's).
         prior_correction: share of the class rebalancing taken back at read-out (-1 keeps the
             checkpoint's; see GeneratorConfig).
+        chroma_gain, chroma_gain_ref: exponent of the per-image chroma gain (-1 keeps the
+            checkpoint's; 0: none) and its reference magnitude (0: measured on the colour run's
+            training photos at ``work_size``; see GeneratorConfig).
         ink_style: a painting style printed in flat inks ("": none; see GeneratorConfig); its
             palette comes from the style run's paintings.
         inks: ink colours.
@@ -85,6 +88,8 @@ class ExportConfig:
     chroma_blur: int = -1
     chroma_scale: float = 0.0
     prior_correction: float = -1.0
+    chroma_gain: float = -1.0
+    chroma_gain_ref: float = 0.0
     ink_style: str = ""
     inks: int = 8
     ink_fields: int = -1
@@ -124,7 +129,8 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
                    chroma_blur: int = -1, chroma_scale: float = 0.0, prior_correction: float = -1.0,
                    ink_style: str = "", inks: int = 8, ink_fields: int = -1,
                    ink_fields_eps: float = 0.0, chroma_guide: int = -1, chroma_guide_eps: float = 0.0,
-                   ink_lines: float = -1.0, ink_lines_sigma: float = 0.0, ink_lines_threshold: float = 0.0):
+                   ink_lines: float = -1.0, ink_lines_sigma: float = 0.0, ink_lines_threshold: float = 0.0,
+                   chroma_gain: float = -1.0, chroma_gain_ref: float = 0.0, work_size: int = contract.WORK_SIZE):
     """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
 
     Args:
@@ -138,7 +144,9 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         ink_style, inks: the ink read-out (see GeneratorConfig); the palette is computed
             from the style run's paintings (its config's ``styles_root``).
         ink_fields, ink_fields_eps, chroma_guide, chroma_guide_eps, ink_lines, ink_lines_sigma,
-            ink_lines_threshold: further read-out overrides, as in :class:`ExportConfig`.
+            ink_lines_threshold, chroma_gain: further read-out overrides, as in :class:`ExportConfig`.
+        chroma_gain_ref: > 0 sets the chroma gain's reference; 0 keeps the checkpoint's, or, when
+            the gain is given here, measures it on the colour run's training photos at ``work_size``.
         style_checkpoint: a style-only run (``--no-colour``) whose style branch replaces the
             checkpoint's: colour and style share only the frozen encoder, so two runs join.
 
@@ -162,7 +170,8 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
                  "ink_fields": (ink_fields, ink_fields >= 0), "ink_fields_eps": (ink_fields_eps, ink_fields_eps > 0),
                  "chroma_guide": (chroma_guide, chroma_guide >= 0), "chroma_guide_eps": (chroma_guide_eps, chroma_guide_eps > 0),
                  "ink_lines": (ink_lines, ink_lines >= 0), "ink_lines_sigma": (ink_lines_sigma, ink_lines_sigma > 0),
-                 "ink_lines_threshold": (ink_lines_threshold, ink_lines_threshold > 0)}
+                 "ink_lines_threshold": (ink_lines_threshold, ink_lines_threshold > 0),
+                 "chroma_gain": (chroma_gain, chroma_gain >= 0), "chroma_gain_ref": (chroma_gain_ref, chroma_gain_ref > 0)}
     gcfg.update({name: value for name, (value, given) in overrides.items() if given})
     if ink_style:
         gcfg.update(ink_style=ink_style, inks=inks)
@@ -201,6 +210,13 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
                 raise ExportError(f"prior correction needs the colour run's class weights: {path} has none saved and "
                                   f"they cannot be recomputed ({e})") from None
         G.class_log_weights.copy_(torch.log(w.float()))
+    if G.cfg.chroma_gain > 0 and chroma_gain >= 0 and not chroma_gain_ref > 0:
+        try:
+            ref = chroma_gain_reference(G, ck.get("config", {}).get("photos", ""), work_size)
+        except FileNotFoundError as e:
+            raise ExportError(f"the chroma gain's reference is measured on the colour run's training photos: {e}; "
+                              "or give it (--chroma-gain-ref)") from None
+        G.cfg = dataclasses.replace(G.cfg, chroma_gain_ref=ref)
     if G.cfg.ink_style:
         from training.train import TrainConfig, ink_palette
 
@@ -210,6 +226,36 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         except FileNotFoundError as e:
             raise ExportError(f"the ink read-out needs the {G.cfg.ink_style} paintings: {e}") from None
     return G.eval(), ck
+
+
+def chroma_gain_reference(G, photos: str | Path, work_size: int, limit: int = 200) -> float:
+    """Median over up to ``limit`` photos (evenly spaced, sorted) of the generator's mean expected
+    chroma magnitude (:meth:`Generator.expected_chroma`), each photo's luminance at ``work_size``
+    as the SDK runs it: the reference of the per-image chroma gain, rounded to 4 decimals.
+
+    Raises:
+        FileNotFoundError: ``photos`` is not a folder of images.
+    """
+    import torch
+    from PIL import Image
+
+    from sdk import processing
+    from training.data import list_images
+
+    files = list_images(photos) if str(photos) and Path(photos).is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"no photos in {str(photos)!r} (run from the folder the colour run was started in, beside ../shared)")
+    files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, min(limit, len(files))).astype(int))]
+    style = torch.zeros(1, G.cfg.n_styles)
+    style[0, 0] = 1.0
+    values = []
+    with torch.no_grad():
+        for f in files:
+            luma = np.asarray(Image.open(f).convert("L"))
+            x = processing.resize_luma(luma, processing.work_shape(*luma.shape, work_size, contract.SIZE_MULTIPLE))
+            logits = G.colour_logits(G.encoder(torch.from_numpy(np.ascontiguousarray(x))[None, None]), style)
+            values.append(float(G.expected_chroma(G.read_out_probs(logits))[0]))
+    return round(float(np.median(values)), 4)
 
 
 def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -292,9 +338,9 @@ def export_onnx(cfg: ExportConfig) -> dict:
         raise ExportError(f"--work-size is {cfg.work_size}; expected a long side in [{contract.SIZE_MULTIPLE}, {MAX_WORK_SIZE}] pixels")
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
-    read_out = ("temperature", "chroma_blur", "chroma_scale", "prior_correction", "ink_style", "inks", "ink_fields", "ink_fields_eps",
+    read_out = ("temperature", "chroma_blur", "chroma_scale", "chroma_gain", "chroma_gain_ref", "prior_correction", "ink_style", "inks", "ink_fields", "ink_fields_eps",
                 "chroma_guide", "chroma_guide_eps", "ink_lines", "ink_lines_sigma", "ink_lines_threshold")
-    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, style_checkpoint=cfg.style_checkpoint or None,
+    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, style_checkpoint=cfg.style_checkpoint or None, work_size=cfg.work_size,
                            **{name: getattr(cfg, name) for name in read_out})
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)

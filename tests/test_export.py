@@ -14,9 +14,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from export.onnx_export import ExportConfig, ExportError, ParityError, _parity_inputs, export_onnx, load_generator, parity
+from export.onnx_export import (ExportConfig, ExportError, ParityError, _parity_inputs, chroma_gain_reference, export_onnx,
+                                load_generator, parity)
 from sdk import contract
 from sdk.manifest import load_manifest, sha256_file
+from training.data import list_images
 
 from conftest import make_checkpoint
 
@@ -126,7 +128,6 @@ def test_temperature_is_baked_in_and_recorded(tiny_checkpoint: Path, tmp_path: P
 def test_prior_correction_takes_back_the_rebalancing(tmp_path: Path, datasets: Path):
     """--prior-correction subtracts a * log w from the colour logits in the graph: w recomputed from the
     run's training photos (checkpoints without saved weights) or taken as saved; recorded; parity holds."""
-    from training.data import list_images
     from training.train import colour_class_weights
 
     photos = tmp_path / "photos"
@@ -452,3 +453,55 @@ def test_semantic_features_start_neutral_and_export_with_parity(tmp_path: Path):
     branches = {a.name: a.g for n in graph.node if n.op_type == "If" for a in n.attribute}
     assert not weights_1280(graph)  # not in the main graph, which stylize runs too
     assert weights_1280(branches["then_branch"])  # in the colour-only branch (colorize)
+
+
+def test_chroma_gain_evens_out_each_images_colour_budget(tmp_path: Path, datasets: Path):
+    """--chroma-gain: each image's read-out chroma is multiplied by (ref / e) ** b, e its mean expected chroma
+    magnitude (clamped to CHROMA_GAIN_LIMITS), image by image in a batch; the reference is measured on the run's
+    training photos when not given; recorded; parity holds; without the photos or with bad settings it says so."""
+    from training.model import CHROMA_GAIN_LIMITS, GeneratorConfig
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for f in list_images(datasets / "photos" / "val")[:3]:
+        shutil.copy(f, photos / f.name)
+    ck_path = make_checkpoint(tmp_path / "ck.pt")
+    ck = torch.load(ck_path, weights_only=False)
+    ck["config"] = {"photos": str(photos)}
+    torch.save(ck, ck_path)
+
+    G0, _ = load_generator(ck_path)
+    assert G0.cfg.chroma_gain == 0
+    G, _ = load_generator(ck_path, chroma_gain=1.0)
+    ref = G.cfg.chroma_gain_ref
+    assert ref == chroma_gain_reference(G0, photos, 256) and ref > 0
+    # Two images in one batch: one whose classes sit on strong colours, one on weak ones.
+    norms = G.bins.norm(dim=1)
+    logits = torch.zeros(2, len(G.bins), 2, 2)
+    logits[0, int(norms.argmax())] = 20.0
+    logits[1, int(norms.argmin())] = 20.0
+    with torch.no_grad():
+        plain, gained = G0.chroma(logits), G.chroma(logits)
+        e = G.expected_chroma(G.read_out_probs(logits))
+    assert torch.allclose(e, torch.stack([norms.max(), norms.min()]), atol=1e-4)
+    want = (ref / e.clamp_min(1e-4)).clamp(*CHROMA_GAIN_LIMITS)
+    assert torch.allclose(gained, plain * want[:, None, None, None], atol=1e-6)
+    assert float(want[0]) < 1.0  # the strongly coloured image is toned down
+
+    m = export_onnx(ExportConfig(checkpoint=str(ck_path), out=str(tmp_path / "m"), chroma_gain=0.75, chroma_gain_ref=0.05,
+                                 simplify=False))
+    assert (m["generator"]["chroma_gain"], m["generator"]["chroma_gain_ref"]) == (0.75, 0.05) and m["parity"]["max_abs"] < 1e-4
+    feeds = {"luma": np.random.default_rng(0).random((2, 1, 64, 64), dtype=np.float32), "style": np.eye(5, dtype=np.float32)[[0, 0]]}
+    gained = ort.InferenceSession(str(tmp_path / "m" / "model.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    with torch.no_grad():
+        plain = G0(torch.from_numpy(feeds["luma"]), torch.from_numpy(feeds["style"])).numpy()
+    assert np.abs(gained[:, 1:] - plain[:, 1:]).max() > 1e-4 and np.abs(gained[:, :1] - plain[:, :1]).max() < 1e-5
+
+    ck["config"] = {"photos": str(tmp_path / "gone")}
+    torch.save(ck, ck_path)
+    with pytest.raises(ExportError, match="chroma-gain-ref"):
+        load_generator(ck_path, chroma_gain=1.0)
+    assert load_generator(ck_path, chroma_gain=1.0, chroma_gain_ref=0.06)[0].cfg.chroma_gain_ref == 0.06
+    for bad in ({"chroma_gain": -0.5}, {"chroma_gain": 2.5}, {"chroma_gain": 1.0, "chroma_gain_ref": 0.0}):
+        with pytest.raises(ValueError, match="chroma_gain"):
+            GeneratorConfig(**bad)

@@ -57,6 +57,9 @@ majority's ink, a tie stays a blend (continuous, so ONNX Runtime and PyTorch agr
 KEY_LINE_SCALE = 1.6
 """Ratio of the two Gaussians of the key lines' difference of Gaussians (Marr & Hildreth's 1.6)."""
 
+CHROMA_GAIN_LIMITS = (0.5, 2.0)
+"""Range of the per-image chroma gain (``GeneratorConfig.chroma_gain``): at most halves or doubles an image's chroma."""
+
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
     """A normalised 1-D Gaussian [2r+1], r = ceil(3 sigma)."""
@@ -136,6 +139,15 @@ class GeneratorConfig:
             a read-out choice like the temperature, settable at export.
         chroma_scale: factor on the read-out chroma (1: none). The rebalanced classes favour
             saturated colours; a factor < 1 trades colourfulness for fewer strong wrong colours.
+        chroma_gain: exponent b of a per-image **chroma gain** ``(chroma_gain_ref / e) ** b``
+            (clamped to ``CHROMA_GAIN_LIMITS``; 0: none), where ``e`` is the image's mean expected
+            chroma magnitude under the read-out's class distribution: images the decoder paints in
+            strong colours are toned down, those it paints dull are lifted, toward one common
+            colour budget. Strong predicted colour is more often wrong colour (model card: at
+            equal colourfulness it raises colour accuracy and brings each image's colourfulness
+            nearer its truth's). A read-out choice, settable at export.
+        chroma_gain_ref: ``e`` of a typical photo (export measures the median on the colour run's
+            training photos), in CbCr units.
         prior_correction: how much of the class rebalancing to take back at read-out (0: none,
             1: all). Training weights each pixel's loss by its true bin's rebalancing weight w, so
             the logits learn ``log p + log w``; subtracting ``a * log w`` (the buffer
@@ -179,6 +191,8 @@ class GeneratorConfig:
     temperature: float = 0.38
     chroma_blur: int = 0
     chroma_scale: float = 1.0
+    chroma_gain: float = 0.0
+    chroma_gain_ref: float = 0.064
     prior_correction: float = 0.0
     ink_style: str = ""
     inks: int = 8
@@ -213,6 +227,9 @@ class GeneratorConfig:
             raise ValueError(f"chroma_blur is {self.chroma_blur}; expected 0 or an odd kernel side")
         if not 0.0 < self.chroma_scale <= 2.0:
             raise ValueError(f"chroma_scale is {self.chroma_scale}; expected a value in (0, 2]")
+        if not 0.0 <= self.chroma_gain <= 2.0 or not self.chroma_gain_ref > 0.0:
+            raise ValueError(f"chroma_gain {self.chroma_gain} with reference {self.chroma_gain_ref}; expected an exponent "
+                             "in [0, 2] and a reference magnitude > 0")
         if not 0.0 <= self.prior_correction <= 1.0:
             raise ValueError(f"prior_correction is {self.prior_correction}; expected a value in [0, 1]")
         if not 0.0 < self.temperature <= 1.0:
@@ -363,14 +380,28 @@ class Generator(nn.Module):
         h = self.up4(h, style) + self.lat4(f4)  # [N,c4,H/4]
         return self.colour_head(h)
 
-    def chroma(self, logits: torch.Tensor) -> torch.Tensor:
-        """Annealed-mean read-out: logits [N,Q,h,w] -> CbCr [N,2,h,w]."""
+    def read_out_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits [N,Q,h,w] -> the read-out's class distribution [N,h,w,Q] (prior correction, temperature)."""
         # Softmax over the last axis (ONNX Runtime's Softmax on axis 1 of NCHW is ~10x slower).
         z = logits.permute(0, 2, 3, 1)  # [N,h,w,Q]
         if self.cfg.prior_correction:
             z = z - self.cfg.prior_correction * self.class_log_weights
-        p = torch.softmax(z / self.cfg.temperature, dim=-1)  # [N,h,w,Q]
-        c = (p @ self.bins).permute(0, 3, 1, 2)  # [N,2,h,w]: sum_q p_q * centre_q
+        return torch.softmax(z / self.cfg.temperature, dim=-1)
+
+    def expected_chroma(self, p: torch.Tensor) -> torch.Tensor:
+        """Read-out distribution [N,h,w,Q] -> each image's mean expected chroma magnitude [N]:
+        ``mean_xy sum_q p_q |centre_q|`` (how strongly the decoder would colour it, were it sure of the hue)."""
+        return (p @ self.bins.norm(dim=1)).mean(dim=(1, 2))  # [N]
+
+    def chroma(self, logits: torch.Tensor) -> torch.Tensor:
+        """Annealed-mean read-out: logits [N,Q,h,w] -> CbCr [N,2,h,w]."""
+        p = self.read_out_probs(logits)  # [N,h,w,Q]
+        if self.cfg.chroma_gain:  # one product gives the chroma and its expected magnitude: [N,h,w,3]
+            m = p @ torch.cat([self.bins, self.bins.norm(dim=1, keepdim=True)], dim=1)
+            gain = (self.cfg.chroma_gain_ref / m[..., 2].mean(dim=(1, 2)).clamp_min(1e-4)) ** self.cfg.chroma_gain  # [N]
+            c = m[..., :2].permute(0, 3, 1, 2) * gain.clamp(*CHROMA_GAIN_LIMITS)[:, None, None, None]  # [N,2,h,w]
+        else:
+            c = (p @ self.bins).permute(0, 3, 1, 2)  # [N,2,h,w]: sum_q p_q * centre_q
         k = self.cfg.chroma_blur
         if k > 1:  # box filter, edges replicated: less speckle from the stride-4 features
             c = F.avg_pool2d(F.pad(c, (k // 2,) * 4, mode="replicate"), k, stride=1)
