@@ -212,7 +212,7 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         G.class_log_weights.copy_(torch.log(w.float()))
     if G.cfg.chroma_gain > 0 and chroma_gain >= 0 and not chroma_gain_ref > 0:
         try:
-            ref = chroma_gain_reference(G, ck.get("config", {}).get("photos", ""), work_size)
+            ref = chroma_gain_reference(G.eval(), ck.get("config", {}).get("photos", ""), work_size)
         except FileNotFoundError as e:
             raise ExportError(f"the chroma gain's reference is measured on the colour run's training photos: {e}; "
                               "or give it (--chroma-gain-ref)") from None
