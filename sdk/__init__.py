@@ -101,14 +101,14 @@ def _pipeline() -> Pipeline:
     return _default
 
 
-def colorize(image: ImageInput):
+def colorize(image: ImageInput, saturation: float = 1.0):
     """Colorize ``image`` with the bundled model; see :meth:`Pipeline.colorize`."""
-    return _pipeline().colorize(image)
+    return _pipeline().colorize(image, saturation=saturation)
 
 
-def stylize(image: ImageInput, style: StyleSpec = "ukiyoe", strength: float = 1.0):
+def stylize(image: ImageInput, style: StyleSpec = "ukiyoe", strength: float = 1.0, saturation: float = 1.0):
     """Stylize ``image`` with the bundled model; see :meth:`Pipeline.stylize`."""
-    return _pipeline().stylize(image, style=style, strength=strength)
+    return _pipeline().stylize(image, style=style, strength=strength, saturation=saturation)
 
 
 def styles() -> list[str]:

@@ -117,12 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("colorize", help="colorize grey photos", parents=[common])
     c.add_argument("inputs", nargs="+", help="image files or folders")
+    c.add_argument("--saturation", type=float, default=1.0, help="factor on the predicted colour, 0..2 (1: the model's; 0: grey)")
     outputs(c)
     engine(c)
     s = sub.add_parser("stylize", help="render photos in a painting style", parents=[common])
     s.add_argument("inputs", nargs="+")
     s.add_argument("--style", default="ukiyoe", help="a style name or a blend: ukiyoe=0.6,rococo=0.4")
     s.add_argument("--strength", type=float, default=1.0)
+    s.add_argument("--saturation", type=float, default=1.0, help="factor on the result's colour, 0..2 (1: the model's)")
     s.add_argument("--fuse", choices=["laplacian", "weighted", "luminance"], default=None, help="fuse the result with the input")
     s.add_argument("--detail", type=float, default=0.7, help="detail restored by --fuse laplacian")
     outputs(s)
@@ -224,9 +226,9 @@ def _params(args: argparse.Namespace):
     from sdk import fusion, stages
 
     if args.command == "colorize":
-        return stages.Params()
+        return stages.Params(saturation=args.saturation)
     fuse = fusion.FuseParams(args.fuse, detail=args.detail) if args.fuse else None
-    return stages.Params(stages.parse_style(args.style), args.strength, fuse)
+    return stages.Params(stages.parse_style(args.style), args.strength, fuse, args.saturation)
 
 
 def _dispatch(args: argparse.Namespace) -> int:

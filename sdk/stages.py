@@ -39,6 +39,9 @@ from sdk.manifest import Manifest
 StyleSpec = Union[str, Mapping[str, float]]
 """A style name (``"ukiyoe"``) or a blend of names to weights (``{"ukiyoe": .6, "rococo": .4}``)."""
 
+MAX_SATURATION = 2.0
+"""Largest ``Params.saturation``: twice the model's chroma already clips most colours at the RGB gamut."""
+
 TASKS = ("colorize", "stylize")
 """``colorize``: the predicted colour on the input's own full-resolution luminance (natural style).
 ``stylize``: the generator's whole YCbCr output, upsampled to the input's size."""
@@ -52,6 +55,9 @@ class Params:
         style: a style name or a blend; ``colorize`` takes only ``"natural"``.
         strength: 1 for the full style; lower values move toward natural colorization.
         fusion: blend the result with the input (:class:`sdk.fusion.FuseParams`); None for none.
+        saturation: factor on the result's chroma (Cb, Cr), luminance kept, in [0, 2]: 1 as the
+            model gives it, 0 grey, above 1 more colourful. The model card's tables show what it
+            trades (colourfulness against colour accuracy).
 
     Example:
         >>> Params("ukiyoe", strength=0.8, fusion=FuseParams("laplacian", detail=0.8))
@@ -60,6 +66,7 @@ class Params:
     style: StyleSpec = contract.NATURAL
     strength: float = 1.0
     fusion: FuseParams | None = None
+    saturation: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,7 @@ class Job:
         luma: float32 [h, w] luminance in [0, 1] at ``shape``.
         style: float32 [S] style weights, summing to 1.
         fusion: fusion applied by :func:`finish`, or None.
+        saturation: factor on the output's chroma, applied by :func:`finish`.
     """
 
     task: str
@@ -81,6 +89,7 @@ class Job:
     luma: np.ndarray
     style: np.ndarray
     fusion: FuseParams | None = None
+    saturation: float = 1.0
 
 
 def style_vector(styles: Sequence[str], style: StyleSpec, strength: float = 1.0) -> np.ndarray:
@@ -159,13 +168,17 @@ def check_options(task: str, params: Params, manifest: Manifest) -> np.ndarray:
     """Check a task and its options against the model; returns the style vector [S].
 
     Raises:
-        InvalidArgumentError: unknown task, a style given to ``colorize``, bad weights or strength.
+        InvalidArgumentError: unknown task, a style given to ``colorize``, bad weights, strength or saturation.
         UnknownStyleError: a style name is not in the manifest.
     """
     if task not in TASKS:
         raise InvalidArgumentError(f"unknown task {task!r}; expected one of {TASKS}")
     if task == "colorize" and params.style != contract.NATURAL:
         raise InvalidArgumentError(f"colorize runs the {contract.NATURAL!r} style, got style {params.style!r}; use task 'stylize' for another style")
+    s = params.saturation
+    if isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0.0 <= s <= MAX_SATURATION:
+        raise InvalidArgumentError(f"saturation is {reprlib.repr(s)}; expected a number in [0, {MAX_SATURATION:g}] "
+                                   "(1 = the model's colour, 0 = grey, above 1 = more colourful)")
     return style_vector(manifest.styles, params.style, params.strength)
 
 
@@ -194,7 +207,7 @@ def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, na
     style = check_options(task, params, manifest)
     source = decode(image, name, max_pixels)
     shape = processing.work_shape(*source.size, manifest.work_size, manifest.size_multiple)
-    return Job(task, source, shape, processing.resize_luma(source.luma, shape), style, params.fusion)
+    return Job(task, source, shape, processing.resize_luma(source.luma, shape), style, params.fusion, float(params.saturation))
 
 
 def _pad(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -302,6 +315,8 @@ def finish(job: Job, output: np.ndarray, workers: int | None = None):
         the input's type (:func:`sdk.io.encode`), with its alpha.
     """
     source = job.source
+    if job.saturation != 1.0:  # chroma is linear through both upsamplings: scale it at the working size
+        output = np.concatenate([output[:1], output[1:] * np.float32(job.saturation)])
     if job.task == "colorize":
         rgb = processing.colour_onto_luma(source.luma, output[1:], workers)
     else:

@@ -207,6 +207,20 @@ def test_cli_stylize_blend_with_fuse(tiny_model_dir, tiny_pipeline, grey_png, tm
     assert np.abs(got.astype(int) - np.asarray(plain)).mean() > 0.5  # the fusion did something
 
 
+def test_cli_saturation(tiny_model_dir, tiny_pipeline, grey_png, tmp_path, capsys):
+    """colorize / stylize --saturation write what the API gives; a value outside [0, 2] exits 2 and writes nothing."""
+    out = tmp_path / "c.png"
+    assert cli.main(cli_args(tiny_model_dir, "colorize", str(grey_png), "--saturation", "1.5", "-o", str(out))) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(tiny_pipeline.colorize(grey_png, saturation=1.5)))
+    out = tmp_path / "s.png"
+    assert cli.main(cli_args(tiny_model_dir, "stylize", str(grey_png), "--saturation", "0.5", "-o", str(out))) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(tiny_pipeline.stylize(grey_png, "ukiyoe", saturation=0.5)))
+    capsys.readouterr()
+    bad = tmp_path / "bad.png"
+    assert cli.main(cli_args(tiny_model_dir, "colorize", str(grey_png), "--saturation", "3", "-o", str(bad))) == 2
+    assert "saturation" in capsys.readouterr().err and not bad.exists()
+
+
 def test_cli_stylize_unknown_style_subprocess(tiny_model_dir, grey_png, tmp_path):
     """An unknown style exits with code 2, lists the valid styles on stderr and writes nothing."""
     out = tmp_path / "never" / "x.png"

@@ -234,6 +234,16 @@ def test_bad_strength(tiny_pipeline, strength):
     check(ei, ValueError, "strength", "expected a number in [0, 1]")
 
 
+@pytest.mark.parametrize("saturation", [-0.01, 2.01, math.nan, "1", True])
+def test_bad_saturation(tiny_pipeline, saturation):
+    """Saturation outside [0, 2] (or not a number) raises InvalidArgumentError before any image is read."""
+    for call in (lambda: tiny_pipeline.colorize(IMG, saturation=saturation),
+                 lambda: tiny_pipeline.stylize([], "ukiyoe", saturation=saturation)):
+        with pytest.raises(InvalidArgumentError) as ei:
+            call()
+        check(ei, ValueError, "saturation", "expected a number in [0, 2]")
+
+
 def test_bad_style_type(tiny_pipeline):
     """A style that is neither a name nor a mapping raises InvalidArgumentError with examples."""
     with pytest.raises(InvalidArgumentError) as ei:

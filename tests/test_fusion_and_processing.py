@@ -297,6 +297,36 @@ def test_stylize_strength_zero_equals_natural(tiny_pipeline, small):
     assert np.abs(full.astype(int) - tiny_pipeline.stylize(small, "ukiyoe")).mean() > 1
 
 
+def test_saturation_scales_the_chroma_and_keeps_the_luminance(tiny_pipeline, small):
+    """saturation=1 is the default; 0 gives the input's own luminance as grey; 0.5 and 1.5 scale Cb and Cr
+    (up to rounding and the RGB gamut), for colorize and stylize, with the luminance unchanged."""
+    from sdk import processing
+
+    grey = np.asarray(Image.fromarray(small).convert("L"))
+    base = tiny_pipeline.colorize(grey)
+    np.testing.assert_array_equal(tiny_pipeline.colorize(grey, saturation=1.0), base)
+    np.testing.assert_array_equal(tiny_pipeline.colorize(grey, saturation=0.0), np.repeat(grey[:, :, None], 3, axis=2))
+    for out, ref in ((lambda s: tiny_pipeline.colorize(grey, saturation=s), base),
+                     (lambda s: tiny_pipeline.stylize(small, "rococo", saturation=s), tiny_pipeline.stylize(small, "rococo"))):
+        y0, c0 = _ycc(ref)
+        for s in (0.5, 1.5):
+            scaled = out(s)
+            y, c = _ycc(scaled)
+            # where neither result touches the RGB gamut's walls (clipping moves colour and luminance)
+            inside = ((scaled > 2) & (scaled < 253) & (ref > 2) & (ref < 253)).all(axis=-1)
+            assert inside.mean() > 0.5
+            assert np.abs(y - y0)[inside].mean() < 1.0  # luminance kept, up to rounding
+            assert np.abs(c[inside] - s * c0[inside]).mean() < 1.0
+
+
+def _ycc(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 RGB -> (Y, CbCr) in 0..255 levels (BT.601 full range)."""
+    from sdk import contract
+
+    ycc = rgb.astype(np.float64) @ np.asarray(contract.RGB_TO_YCBCR).T
+    return ycc[..., 0], ycc[..., 1:]
+
+
 # ------------------------------------------------------------------ tiled fast path vs reference
 def _random_case(seed: int, full: tuple[int, int], small_hw: tuple[int, int]):
     rng = np.random.default_rng(seed)

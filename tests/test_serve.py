@@ -162,6 +162,11 @@ def test_stylize_parameters(server, tiny_pipeline):
     assert r.status_code == 200
     expected = tiny_pipeline.stylize(img, {"ukiyoe": 0.6, "rococo": 0.4}, strength=0.8)
     assert np.abs(decoded(r.content).astype(int) - expected).max() <= 2
+    r = httpx.post(server + "/v1/stylize", params={"style": "rococo", "saturation": "1.5"}, content=png(img))
+    assert r.status_code == 200
+    assert np.abs(decoded(r.content).astype(int) - tiny_pipeline.stylize(img, "rococo", saturation=1.5)).max() <= 2
+    r = httpx.post(server + "/v1/colorize", params={"saturation": "0"}, content=png(img))
+    assert r.status_code == 200 and np.array_equal(decoded(r.content), np.repeat(img[:, :, None], 3, axis=2))
     # fuse and detail as multipart fields
     r = httpx.post(server + "/v1/stylize", files={"image": ("g.png", png(img), "image/png")},
                    data={"style": "pointillism", "fuse": "laplacian", "detail": "1.0"})
@@ -202,6 +207,8 @@ def test_error_statuses(server):
     assert "ukiyoe" in post("/v1/stylize", 422, params={"style": "cubism"}, content=img)
     post("/v1/stylize", 422, params={"strength": "2"}, content=img)
     post("/v1/stylize", 422, params={"strength": "strong"}, content=img)
+    assert "saturation" in post("/v1/colorize", 422, params={"saturation": "-1"}, content=img)
+    post("/v1/stylize", 422, params={"saturation": "vivid"}, content=img)
     post("/v1/stylize", 422, params={"style": "ukiyoe=lots"}, content=img)
     post("/v1/stylize", 422, params={"fuse": "median"}, content=img)
     post("/v1/stylize", 422, params={"fuse": "laplacian", "detail": "-1"}, content=img)

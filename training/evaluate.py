@@ -52,7 +52,7 @@ def _summary(a: np.ndarray) -> dict:
 
 
 def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = "auto", offset: int = 0, every: int = 1,
-             chroma_factors: tuple[float, ...] = ()) -> dict:
+             chroma_factors: tuple[float, ...] = (), saturation: float = 1.0) -> dict:
     """Mean PSNR / SSIM / colourfulness / |dCF| / AuC of the model and of the grey baseline over ``photos``.
 
     ``every`` keeps every n-th file after the offset (``every=2`` with offsets 0 and 1 splits the
@@ -62,6 +62,7 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
     in choosing a checkpoint.
     ``chroma_factors`` adds ``"chroma_factors": {"1.1": {...}, ...}``: the same scores with each
     output's chroma scaled (:func:`scale_chroma`).
+    ``saturation`` is passed to the SDK's ``colorize`` (what a user's setting gives).
 
     Returns:
         ``{"model": {...}, "baseline_grey": {...}, "ground_truth": {"colourfulness": ...}, "images": n}``
@@ -81,7 +82,7 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
     for f in files:
         rgb = np.asarray(Image.open(f).convert("RGB"))
         grey = np.asarray(Image.fromarray(rgb).convert("L"))
-        out = pipe.colorize(grey)
+        out = pipe.colorize(grey, saturation=saturation)
         cf_true.append(metrics.colourfulness(rgb))
         model.append(_scores(out, rgb, cf_true[-1]))
         grey_rows.append(_scores(np.repeat(grey[:, :, None], 3, axis=2), rgb, cf_true[-1]))
@@ -97,6 +98,7 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
         "baseline_grey": {**_summary(g), "colourfulness": 0.0},
         "ground_truth": {"colourfulness": round(float(np.mean(cf_true)), 2)},
         **({"chroma_factors": {f"{k:g}": _summary(np.asarray(r)) for k, r in scaled.items()}} if chroma_factors else {}),
+        "saturation": saturation,
         "backend": pipe.backend_name,
         "seconds": round(time.perf_counter() - t0, 1),
     }
@@ -111,13 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--every", type=int, default=1, help="keep every N-th photo after the offset")
     p.add_argument("--backend", default="auto")
     p.add_argument("--chroma-factors", default="", help="comma-separated factors: also score the outputs with their chroma scaled")
+    p.add_argument("--saturation", type=float, default=1.0, help="the SDK's colorize saturation (1: the model's colour)")
     p.add_argument("--json", default="", help="also write the result to this file")
     args = p.parse_args(argv)
     try:
         factors = tuple(float(f) for f in args.chroma_factors.split(",") if f.strip())
     except ValueError:
         p.error(f"--chroma-factors takes comma-separated numbers such as 1.0,1.1,1.2; got {args.chroma_factors!r}")
-    result = evaluate(args.model_dir, args.photos, args.limit, args.backend, args.offset, args.every, factors)
+    result = evaluate(args.model_dir, args.photos, args.limit, args.backend, args.offset, args.every, factors, args.saturation)
     text = json.dumps(result, indent=2)
     if args.json:
         Path(args.json).write_text(text + "\n")

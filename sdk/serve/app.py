@@ -1,8 +1,8 @@
 """The ASGI application of ``chromaforge serve`` (Starlette on uvicorn).
 
 Endpoints:
-    ``POST /v1/colorize``, ``POST /v1/stylize`` (``style``: a name or ``ukiyoe=0.6,rococo=0.4``;
-    ``strength``; ``fuse``: laplacian, weighted or luminance; ``detail``), ``POST /v1/fuse``
+    ``POST /v1/colorize`` (``saturation``), ``POST /v1/stylize`` (``style``: a name or ``ukiyoe=0.6,rococo=0.4``;
+    ``strength``; ``fuse``: laplacian, weighted or luminance; ``detail``; ``saturation``), ``POST /v1/fuse``
     (``content`` and ``stylized``; ``method``, ``detail``, ``weight``). The image is the raw
     request body or the multipart field ``image``; parameters come in the query string or as
     multipart fields. The answer is PNG, or JPEG / WebP when ``Accept`` asks for it.
@@ -349,9 +349,10 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
 
     async def colorize(request: Request) -> Response:
         service.check_ready()
-        images, _ = await service.inputs(request, ("image",))
+        images, p = await service.inputs(request, ("image",))
         media = negotiate(request.headers.get("accept"))
-        return Response(await service.run_model(images["image"], "colorize", stages.Params(), media), media_type=media)
+        return Response(await service.run_model(images["image"], "colorize", stages.Params(saturation=_number(p, "saturation", 1.0)), media),
+                        media_type=media)
 
     async def stylize(request: Request) -> Response:
         service.check_ready()
@@ -360,7 +361,8 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
         if method is not None and method not in FUSE_METHODS:
             raise HTTPError(422, f"fuse is {method[:40]!r}; expected one of {FUSE_METHODS} or nothing")
         fusion = FuseParams(method, detail=_number(p, "detail", 0.7)) if method else None
-        params = stages.Params(stages.parse_style(p.get("style") or "ukiyoe"), _number(p, "strength", 1.0), fusion)
+        params = stages.Params(stages.parse_style(p.get("style") or "ukiyoe"), _number(p, "strength", 1.0), fusion,
+                               _number(p, "saturation", 1.0))
         media = negotiate(request.headers.get("accept"))
         return Response(await service.run_model(images["image"], "stylize", params, media), media_type=media)
 
@@ -446,6 +448,9 @@ def _query(name: str, kind: str, text: str) -> dict[str, Any]:
     return {"name": name, "in": "query", "required": False, "schema": {"type": kind}, "description": text}
 
 
+_SATURATION = _query("saturation", "number", "0..2, factor on the result's colour (1 = the model's, 0 = grey)")
+
+
 def openapi_spec() -> dict[str, Any]:
     """The service's OpenAPI 3.1 description (served at ``/openapi.json``)."""
     from sdk import __version__
@@ -456,12 +461,14 @@ def openapi_spec() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "chromaforge", "version": __version__, "description": "Colorize grey photos and render painting styles."},
         "paths": {
-            "/v1/colorize": {"post": {"summary": "Colorize an image (natural style)", "requestBody": _IMAGE_BODY, "responses": _IMAGE_OUT}},
+            "/v1/colorize": {"post": {"summary": "Colorize an image (natural style)", "requestBody": _IMAGE_BODY, "responses": _IMAGE_OUT,
+                                      "parameters": [_SATURATION]}},
             "/v1/stylize": {"post": {"summary": "Render an image in a style or a blend", "requestBody": _IMAGE_BODY, "responses": _IMAGE_OUT,
                                      "parameters": [_query("style", "string", "a name (GET /v1/models) or a blend ukiyoe=0.6,rococo=0.4"),
                                                     _query("strength", "number", "0..1, 1 = full style"),
                                                     _query("fuse", "string", "laplacian, weighted or luminance (optional)"),
-                                                    _query("detail", "number", "0..1, detail restored by fuse=laplacian")]}},
+                                                    _query("detail", "number", "0..1, detail restored by fuse=laplacian"),
+                                                    _SATURATION]}},
             "/v1/fuse": {"post": {"summary": "Blend a stylized image with its original", "requestBody": fuse_body, "responses": _IMAGE_OUT,
                                   "parameters": [_query("method", "string", "laplacian, weighted or luminance"),
                                                  _query("detail", "number", "0..1"), _query("weight", "number", "0..1")]}},
