@@ -361,11 +361,22 @@ def test_browser_page_end_to_end(astronaut, tmp_path: Path):
                 }""")
                 size = page.evaluate("[document.getElementById('after').naturalWidth, document.getElementById('after').naturalHeight]")
                 page.screenshot(path=str(tmp_path / "serve.png"))
+                # the saturation slider reaches the service: colorize at 0 gives the photo's own grey
+                page.select_option("#mode", "colorize")
+                page.select_option("#fuse", "")
+                page.fill("#saturation", "0")
+                page.click("#run")
+                page.wait_for_function("document.getElementById('status').textContent.startsWith('done')")
+                grey_data = page.evaluate("""async () => {
+                    const r = await fetch(document.getElementById('after').src);
+                    return Array.from(new Uint8Array(await r.arrayBuffer()));
+                }""")
             finally:
                 browser.close()
     result = decoded(bytes(data))
     assert size == [320, 240] and result.shape == (240, 320, 3)
     assert np.abs(result.astype(int) - photo[:, :, None]).mean() > 1.0, "the rendered result equals the input"
+    assert np.array_equal(decoded(bytes(grey_data)), np.repeat(photo[:, :, None], 3, axis=2))
     assert (tmp_path / "serve.png").stat().st_size < 300_000
     if os.environ.get("CHROMAFORGE_UPDATE_DOCS") == "1":
         shutil.copyfile(tmp_path / "serve.png", REPO / "docs" / "serve.png")
