@@ -230,7 +230,7 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
 
 def chroma_gain_reference(G, photos: str | Path, work_size: int, limit: int = 200) -> float:
     """Median over up to ``limit`` photos (evenly spaced, sorted) of the generator's mean expected
-    chroma magnitude (:meth:`Generator.expected_chroma`), each photo's luminance at ``work_size``
+    chroma magnitude (:meth:`Generator.annealed_mean`), each photo's luminance at ``work_size``
     as the SDK runs it: the reference of the per-image chroma gain, rounded to 4 decimals.
 
     Raises:
@@ -240,12 +240,11 @@ def chroma_gain_reference(G, photos: str | Path, work_size: int, limit: int = 20
     from PIL import Image
 
     from sdk import processing
-    from training.data import list_images
+    from training.data import select_files
 
-    files = list_images(photos) if str(photos) and Path(photos).is_dir() else []
+    files = select_files(photos, limit) if str(photos) else []
     if not files:
         raise FileNotFoundError(f"no photos in {str(photos)!r} (run from the folder the colour run was started in, beside ../shared)")
-    files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, min(limit, len(files))).astype(int))]
     style = torch.zeros(1, G.cfg.n_styles)
     style[0, 0] = 1.0
     values = []
@@ -254,7 +253,7 @@ def chroma_gain_reference(G, photos: str | Path, work_size: int, limit: int = 20
             luma = np.asarray(Image.open(f).convert("L"))
             x = processing.resize_luma(luma, processing.work_shape(*luma.shape, work_size, contract.SIZE_MULTIPLE))
             logits = G.colour_logits(G.encoder(torch.from_numpy(np.ascontiguousarray(x))[None, None]), style)
-            values.append(float(G.expected_chroma(G.read_out_probs(logits))[0]))
+            values.append(float(G.annealed_mean(logits)[1][0]))
     return round(float(np.median(values)), 4)
 
 

@@ -380,28 +380,27 @@ class Generator(nn.Module):
         h = self.up4(h, style) + self.lat4(f4)  # [N,c4,H/4]
         return self.colour_head(h)
 
-    def read_out_probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits [N,Q,h,w] -> the read-out's class distribution [N,h,w,Q] (prior correction, temperature)."""
+    def annealed_mean(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [N,Q,h,w] -> (annealed-mean CbCr [N,2,h,w], each image's mean expected chroma magnitude [N]).
+
+        p = softmax((logits - a log w) / T) per pixel; the chroma is ``sum_q p_q centre_q`` and the
+        magnitude ``mean_xy sum_q p_q |centre_q|`` (how strongly the decoder would colour the image,
+        were it sure of each hue: the chroma gain's measure), both from one product.
+        """
         # Softmax over the last axis (ONNX Runtime's Softmax on axis 1 of NCHW is ~10x slower).
         z = logits.permute(0, 2, 3, 1)  # [N,h,w,Q]
         if self.cfg.prior_correction:
             z = z - self.cfg.prior_correction * self.class_log_weights
-        return torch.softmax(z / self.cfg.temperature, dim=-1)
-
-    def expected_chroma(self, p: torch.Tensor) -> torch.Tensor:
-        """Read-out distribution [N,h,w,Q] -> each image's mean expected chroma magnitude [N]:
-        ``mean_xy sum_q p_q |centre_q|`` (how strongly the decoder would colour it, were it sure of the hue)."""
-        return (p @ self.bins.norm(dim=1)).mean(dim=(1, 2))  # [N]
+        p = torch.softmax(z / self.cfg.temperature, dim=-1)  # [N,h,w,Q]
+        m = p @ torch.cat([self.bins, self.bins.norm(dim=1, keepdim=True)], dim=1)  # [N,h,w,3]: centres, |centres|
+        return m[..., :2].permute(0, 3, 1, 2), m[..., 2].mean(dim=(1, 2))
 
     def chroma(self, logits: torch.Tensor) -> torch.Tensor:
         """Annealed-mean read-out: logits [N,Q,h,w] -> CbCr [N,2,h,w]."""
-        p = self.read_out_probs(logits)  # [N,h,w,Q]
-        if self.cfg.chroma_gain:  # one product gives the chroma and its expected magnitude: [N,h,w,3]
-            m = p @ torch.cat([self.bins, self.bins.norm(dim=1, keepdim=True)], dim=1)
-            gain = (self.cfg.chroma_gain_ref / m[..., 2].mean(dim=(1, 2)).clamp_min(1e-4)) ** self.cfg.chroma_gain  # [N]
-            c = m[..., :2].permute(0, 3, 1, 2) * gain.clamp(*CHROMA_GAIN_LIMITS)[:, None, None, None]  # [N,2,h,w]
-        else:
-            c = (p @ self.bins).permute(0, 3, 1, 2)  # [N,2,h,w]: sum_q p_q * centre_q
+        c, e = self.annealed_mean(logits)  # [N,2,h,w], [N]
+        if self.cfg.chroma_gain:
+            gain = (self.cfg.chroma_gain_ref / e.clamp_min(1e-4)) ** self.cfg.chroma_gain  # [N]
+            c = c * gain.clamp(*CHROMA_GAIN_LIMITS)[:, None, None, None]
         k = self.cfg.chroma_blur
         if k > 1:  # box filter, edges replicated: less speckle from the stride-4 features
             c = F.avg_pool2d(F.pad(c, (k // 2,) * 4, mode="replicate"), k, stride=1)
