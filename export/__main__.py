@@ -66,8 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--photos", default="", help="folder of real photos for the parity check (default: the bundled example photo)")
     f.add_argument("--n-photos", type=int, default=8, help="photos used from --photos")
     f.add_argument("--keep-fp32", default="Softmax", help="comma-separated op types kept in FP32 besides the converter's defaults ('' for none)")
-    f.add_argument("--max-levels", type=float, default=4.0, help="tolerance: largest error in 8-bit levels must stay below this")
+    f.add_argument("--readout-fp32", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the read-out (every node after its graph's last convolution) in FP32")
     f.add_argument("--mean-levels", type=float, default=0.5, help="tolerance: mean error in 8-bit levels must stay below this")
+    f.add_argument("--min-psnr", type=float, default=40.0, help="tolerance: every case's PSNR against FP32 (dB) must reach this")
+    f.add_argument("--max-levels", type=float, default=None,
+                   help="tolerance: largest single-pixel error in 8-bit levels must stay below this (default: reported only)")
     f.add_argument("--threads", type=int, default=None, help="CPU threads for the parity runs")
     f.add_argument("--force", action="store_true", help="replace an existing FP16 file or a model in --out")
 
