@@ -128,6 +128,27 @@ def test_colour_steps_lower_the_loss(tmp_path: Path, photo_folder: Path):
     assert all(torch.equal(a, b) for a, b in zip(enc_before, tr.G.encoder.parameters()))
 
 
+def test_training_through_the_exported_colour_read_out(tmp_path: Path, photo_folder: Path):
+    """The read-out flags build the export's read-out in training (prior correction with this run's
+    class weights, gain, factor, guided upsampling), so L1 and colourfulness losses on the output
+    train the decoder through it; the checkpoint carries it to the export unchanged."""
+    from export.onnx_export import load_generator
+
+    flags = dict(temperature=0.5, prior_correction=0.75, chroma_scale=1.17, chroma_gain=1.0, chroma_gain_ref=0.06,
+                 chroma_guide=1, chroma_guide_eps=0.001)
+    tr = Trainer(_tiny_cfg(tmp_path, photo_folder, w_l1=20.0, rebalance=0.0, w_cf=2.0, **flags))
+    for g in (tr.G, tr.G_ema):
+        assert {k: getattr(g.cfg, k) for k in flags} == flags
+        assert torch.allclose(g.class_log_weights, torch.log(tr.class_weights)) and g.class_log_weights.abs().sum() > 0
+    head = tr.G.colour_head.weight.clone()
+    stats = [tr.train_step() for _ in range(3)]
+    assert all({"ce", "l1", "cf"} <= set(st) for st in stats) and not torch.equal(head, tr.G.colour_head.weight)
+    G, _ = load_generator(tr.save())
+    assert {k: getattr(G.cfg, k) for k in flags} == flags
+    assert torch.allclose(G.class_log_weights, torch.log(tr.class_weights))
+    assert parse_args(["--chroma-gain", "1", "--prior-correction", "0.5"]).generator_config().prior_correction == 0.5
+
+
 def test_semantic_features_are_the_pretrained_head_and_train_the_colour_decoder(tmp_path: Path, photo_folder: Path):
     """--semantic: the encoder's 1x1 head carries MobileNetV2's ImageNet weights and stays frozen,
     while the two layers that read it start at zero and learn."""

@@ -1,7 +1,9 @@
 """Trainer for the unified generator.
 
 Every step trains on one batch of colour photos (colorization: class-rebalanced cross-entropy over
-quantised chroma bins, optionally L1 / colourfulness / adversarial terms) and, with probability
+quantised chroma bins, optionally L1 / colourfulness / adversarial terms on the output, which
+passes through the read-out the export bakes in when its flags are given: ``--prior-correction``,
+``--chroma-gain``, ``--chroma-scale``, ``--chroma-guide``) and, with probability
 ``style_fraction``, one batch of photos rendered in random painting styles (unpaired: VGG content
 loss on the input luminance, Gram style losses at relu1_1..relu3_1 against the style's mean Gram,
 optionally adversarial against that style's paintings). One projection discriminator judges
@@ -104,6 +106,14 @@ class TrainConfig:
     upsample: str = GeneratorConfig.upsample
     bin_step: float = GeneratorConfig.bin_step
     temperature: float = GeneratorConfig.temperature
+    # The colour read-out the export bakes in, trained through when the colour losses read the
+    # output (w_l1, w_cf); see GeneratorConfig. The prior correction uses this run's class weights.
+    prior_correction: float = GeneratorConfig.prior_correction
+    chroma_scale: float = GeneratorConfig.chroma_scale
+    chroma_gain: float = GeneratorConfig.chroma_gain
+    chroma_gain_ref: float = GeneratorConfig.chroma_gain_ref
+    chroma_guide: int = GeneratorConfig.chroma_guide
+    chroma_guide_eps: float = GeneratorConfig.chroma_guide_eps
     val_every: int = 500
     val_images: int = 32
     ckpt_every: int = 500
@@ -126,7 +136,9 @@ class TrainConfig:
         return GeneratorConfig(widths=tuple(self.widths), style_widths=tuple(self.style_widths), attention=self.attention,
                                semantic=self.semantic, padding=self.padding, upsample=self.upsample, bin_step=self.bin_step,
                                temperature=self.temperature, ink_style=self.ink_style, inks=self.inks, ink_fields=self.ink_fields,
-                               ink_fields_eps=self.ink_fields_eps)
+                               ink_fields_eps=self.ink_fields_eps, prior_correction=self.prior_correction,
+                               chroma_scale=self.chroma_scale, chroma_gain=self.chroma_gain, chroma_gain_ref=self.chroma_gain_ref,
+                               chroma_guide=self.chroma_guide, chroma_guide_eps=self.chroma_guide_eps)
 
 
 def config_flags(p: argparse.ArgumentParser, cls) -> None:
@@ -333,6 +345,9 @@ class Trainer:
         both = self.dist.all_reduce_sum(torch.cat([prior.double() * len(self.photos), torch.tensor([float(len(self.photos))], dtype=torch.float64)]))
         prior = (both[:-1] / both[-1]).float()
         self.class_weights = losses.rebalance_weights(prior, self.bins.cpu(), cfg.rebalance_lambda, cfg.bin_step).to(self.device)
+        if cfg.prior_correction > 0:  # the read-out takes back part of the rebalancing, as the export's does
+            for g in (self.G, self.G_ema):
+                g.class_log_weights.copy_(torch.log(self.class_weights))
         self.val_files = list_images(cfg.val_photos)[: cfg.val_images] if cfg.val_photos and self.dist.is_main else []
         self.paintings: dict[int, ImageBank] = {}
         self.vgg: losses.VGGFeatures | None = None
