@@ -89,6 +89,22 @@ class Fp16Config:
     force: bool = False
 
 
+def _bodies(node) -> list:
+    """The graphs an If/Loop node holds (none for other nodes)."""
+    import onnx
+
+    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH]
+
+
+def _value_types(g, outer: dict[str, int]) -> dict[str, int]:
+    """Element type of every name a graph (after shape inference) can read: the outer graphs'
+    names, then its own value_info, inputs, outputs and initializers."""
+    types = dict(outer)
+    types.update({v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]})
+    types.update({t.name: t.data_type for t in g.initializer})
+    return types
+
+
 def readout_nodes(model) -> list[str]:
     """Names of the nodes that lead to no convolution: in each graph (and If/Loop body), the nodes
     after its last ``Conv``, i.e. the read-out of the decoders (softmax over colour bins or inks,
@@ -99,12 +115,7 @@ def readout_nodes(model) -> list[str]:
     inputs). Nodes without a name, and names shared with a node that does lead to a convolution,
     are left out (the converter blocks by name).
     """
-    import onnx
-
-    GRAPH = onnx.AttributeProto.GRAPH
-
-    def bodies(node):
-        return [a.g for a in node.attribute if a.type == GRAPH]
+    bodies = _bodies
 
     def has_conv(g) -> bool:
         return any(n.op_type == "Conv" or any(has_conv(b) for b in bodies(n)) for n in g.node)
@@ -144,12 +155,14 @@ def convert(model, keep_fp32: tuple[str, ...] = KEEP_FP32_OPS, readout_fp32: boo
         from onnxconverter_common import float16
     except ImportError as e:
         raise ExportError(f"the FP16 conversion needs onnxconverter-common ({e}); {EXTRA}") from None
+    import onnx
+
     block = list(dict.fromkeys([*float16.DEFAULT_OP_BLOCK_LIST, *keep_fp32]))
     nodes = readout_nodes(model) if readout_fp32 else []
+    model = onnx.shape_inference.infer_shapes(model)  # a new ModelProto: the caller's stays as it was
     if nodes:
-        model, casts = _readout_inputs_fp32(model, set(nodes))
-        nodes = [*nodes, *casts]
-    model = _own_initializers(model, set(block), set(nodes))
+        nodes = [*nodes, *_readout_inputs_fp32(model, set(nodes))]
+    _own_initializers(model, set(block), set(nodes))
     # convert_float_to_float16 (onnxconverter-common 1.16, onnxconverter_common/float16.py):
     # keep_io_types inserts Casts at the graph's inputs and outputs; op_block_list replaces the
     # default list, hence the defaults joined above; node_block_list names nodes (in If bodies too).
@@ -167,33 +180,28 @@ def convert(model, keep_fp32: tuple[str, ...] = KEEP_FP32_OPS, readout_fp32: boo
     return model16
 
 
-def _readout_inputs_fp32(model, readout: set[str]):
-    """A copy of ``model`` in which every FP32 input of a read-out node that the read-out does not
-    make itself (the decoders' last features, a graph input such as the luminance, a weight of an
-    outer graph) passes through its own ``Cast(to=FLOAT)``, returned with the casts' names.
+def _readout_inputs_fp32(model, readout: set[str]) -> list[str]:
+    """Give every FP32 input of a read-out node that the read-out does not make itself (the
+    decoders' last features, a graph input such as the luminance, a weight of an outer graph) its
+    own ``Cast(to=FLOAT)``, in place (``model`` after shape inference); returns the casts' names.
 
     Kept in FP32 with the read-out, those casts turn whatever the converter made of their input
     into FP32. Without them the converter (1.16) hands the read-out FP16 where it reads a name of
     an outer graph (an If body reading the graph input ``luma``): it renames such reads to its FP16
     cast of the input and, lacking the body's value types, inserts no cast back.
     """
-    import onnx
     from onnx import TensorProto, helper
 
-    model = onnx.shape_inference.infer_shapes(copy.deepcopy(model))
     casts: list[str] = []
 
     def walk(g, outer: dict) -> None:
-        types = dict(outer)
-        types.update({v.name: v.type.tensor_type.elem_type for v in [*g.value_info, *g.input, *g.output]})
-        types.update({t.name: t.data_type for t in g.initializer})
+        types = _value_types(g, outer)
         own = {t.name for t in g.initializer}
         made = {o for n in g.node if n.name in readout for o in n.output}
         nodes = []
         for n in g.node:
-            for attr in n.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g, types)
+            for body in _bodies(n):
+                walk(body, types)
             if n.name in readout:
                 for k, name in enumerate(n.input):
                     if name and name not in made and name not in own and types.get(name) == TensorProto.FLOAT:
@@ -206,17 +214,14 @@ def _readout_inputs_fp32(model, readout: set[str]):
         g.node.extend(nodes)
 
     walk(model.graph, {})
-    return model, casts
+    return casts
 
 
-def _own_initializers(model, block_ops: set[str], block_nodes: set[str]):
-    """A copy of ``model`` in which FP32-kept nodes have their own copies of the initializers they
-    share with converted nodes. The converter keeps an initializer in FP32 when any consumer is
-    kept in FP32, and the converted consumers then get FP32 where they expect FP16 (a ``Clip``
-    bound shared by the encoder's head and the read-out's final clamp)."""
-    import onnx
-
-    model = copy.deepcopy(model)
+def _own_initializers(model, block_ops: set[str], block_nodes: set[str]) -> None:
+    """Give FP32-kept nodes their own copies of the initializers they share with converted nodes,
+    in place. The converter keeps an initializer in FP32 when any consumer is kept in FP32, and the
+    converted consumers then get FP32 where they expect FP16 (a ``Clip`` bound shared by the
+    encoder's head and the read-out's final clamp)."""
 
     def kept(node) -> bool:
         return node.op_type in block_ops or node.name in block_nodes
@@ -228,9 +233,8 @@ def _own_initializers(model, block_ops: set[str], block_nodes: set[str]):
             for i in n.input:
                 if i in inits:
                     users.setdefault(i, []).append(n)
-            for attr in n.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    walk(attr.g)
+            for body in _bodies(n):
+                walk(body)
         for name, nodes in users.items():
             if any(kept(n) for n in nodes) and not all(kept(n) for n in nodes):
                 twin = copy.deepcopy(inits[name])
@@ -241,17 +245,13 @@ def _own_initializers(model, block_ops: set[str], block_nodes: set[str]):
                         n.input[:] = [twin.name if i == name else i for i in n.input]
 
     walk(model.graph)
-    return model
 
 
 def _drop_value_info(graph) -> None:
-    import onnx
-
     del graph.value_info[:]
     for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                _drop_value_info(attr.g)
+        for body in _bodies(node):
+            _drop_value_info(body)
 
 
 def fp16_storage_emulation(model16):
@@ -270,14 +270,11 @@ def fp16_storage_emulation(model16):
 
     def rewrite(g, outer: dict) -> None:
         """Rewrite one graph, then the bodies of its If/Loop nodes (which see the outer names)."""
-        types = dict(outer)
-        types.update({vi.name: vi.type.tensor_type.elem_type for vi in [*g.value_info, *g.input, *g.output]})
-        types.update({t.name: t.data_type for t in g.initializer})
+        types = _value_types(g, outer)
         nodes = []
         for node in g.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    rewrite(attr.g, types)
+            for body in _bodies(node):
+                rewrite(body, types)
             if node.op_type in ("Cast", "Constant", "ConstantOfShape", "If", "Loop") or not any(
                     types.get(t) == F16 for t in [*node.input, *node.output]):
                 nodes.append(node)

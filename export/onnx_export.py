@@ -241,12 +241,12 @@ def chroma_gain_reference(G, photos: str | Path, work_size: int, limit: int = 20
 
     from sdk import processing
     from training.data import select_files
+    from training.model import one_hot_style
 
     files = select_files(photos, limit) if str(photos) else []
     if not files:
         raise FileNotFoundError(f"no photos in {str(photos)!r} (run from the folder the colour run was started in, beside ../shared)")
-    style = torch.zeros(1, G.cfg.n_styles)
-    style[0, 0] = 1.0
+    style = one_hot_style(torch.zeros(1, dtype=torch.long), G.cfg.n_styles)  # natural: the colour decoder
     values = []
     with torch.no_grad():
         for f in files:
