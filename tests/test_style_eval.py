@@ -103,6 +103,28 @@ def test_cli_scores_a_model(cached, small_cfg, tiny_model_dir, tmp_path, capsys)
     for p in m["pairs"].values():
         assert 0.0 <= p["mad"] <= 255.0 and 0.0 <= p["a_as_b"] <= 1.0 and 0.0 <= p["b_as_a"] <= 1.0
     assert 0.0 <= m["inputs_as_photo"] <= 1.0
+    assert list(m["edge_bands"]) == styles
+    for b in m["edge_bands"].values():
+        assert list(b) == ["top", "bottom", "left", "right", "abs"] and 0.0 <= b["abs"] <= 255.0
+        assert b["abs"] == pytest.approx(np.mean([abs(b[k]) for k in ("top", "bottom", "left", "right")]), abs=0.06)
+
+
+def test_edge_bands_find_a_frame():
+    """A dark band on the left and a light one at the top of a 240x180 output, against its input
+    (band: 240 / 12 = 20 px); the same change everywhere reads as no band; bad shapes are refused."""
+    rng = np.random.default_rng(0)
+    y_in = rng.uniform(40, 200, (180, 240))
+    out = y_in + 10.0  # the whole image lighter by 10: no band
+    assert all(v == pytest.approx(0.0, abs=1e-9) for v in se.edge_bands(out, y_in).values())
+    out[:, :20] -= 30.0
+    out[:20, 20:] += 15.0
+    b = se.edge_bands(out, y_in)
+    assert b["left"] == pytest.approx(-30.0) and b["right"] == pytest.approx(15.0 * 20 / 180)  # the top band reaches the right one
+    assert b["top"] == pytest.approx(15.0 * 220 / 240 - 30.0 * 20 / 240) and b["bottom"] == pytest.approx(-30.0 * 20 / 240)
+    with pytest.raises(ValueError, match="one shape"):
+        se.edge_bands(out, y_in[:, :-1])
+    with pytest.raises(ValueError, match="no interior"):
+        se.edge_bands(np.zeros((4, 40)), np.zeros((4, 40)))
 
 
 def test_style_reference_optimises_every_style(tmp_path: Path, datasets: Path, vgg_path: Path, cached):

@@ -13,7 +13,7 @@ from PIL import Image
 
 from sdk import contract
 from training.data import ImageBank, is_grayscale
-from training.model import Discriminator, Generator, GeneratorConfig, MultiModalAttention, rgb_to_ycbcr, ycbcr_to_rgb
+from training.model import Discriminator, Generator, GeneratorConfig, MultiModalAttention, one_hot_style, rgb_to_ycbcr, ycbcr_to_rgb
 from training.train import TrainConfig, Trainer, parse_args
 
 from conftest import MOBILENET, TINY
@@ -77,6 +77,29 @@ def test_discriminator_is_conditioned():
     x = torch.rand(2, 3, 32, 32)
     assert D(x, torch.tensor([0, 0])).shape == (2, 1, 4, 4)
     assert not torch.allclose(D(x, torch.tensor([0, 0])), D(x, torch.tensor([1, 3])))
+
+
+def test_discriminator_border_drops_the_edge_patches():
+    """--d-border: D's logits without the patches along the edges, the same numbers as the full
+    map's interior; what lies only under the dropped patches cannot change them; too small an
+    input or a negative border is refused."""
+    torch.manual_seed(0)
+    full = Discriminator(width=8).eval()
+    inner = Discriminator(width=8, border=2).eval()
+    inner.load_state_dict(full.state_dict())
+    x = torch.rand(2, 3, 128, 128)
+    label = torch.tensor([0, 4])
+    with torch.no_grad():
+        a, b = full(x, label), inner(x, label)
+        assert a.shape == (2, 1, 16, 16) and b.shape == (2, 1, 12, 12)
+        assert torch.allclose(b, a[..., 2:-2, 2:-2])
+        y = x.clone()
+        y[..., :, :1] = 0.0  # a dark edge one pixel wide: only the dropped patches see it (patch 2 starts at pixel 1)
+        assert torch.allclose(inner(y, label), b) and not torch.allclose(full(y, label), a)
+    with pytest.raises(ValueError, match="none inside a border"):
+        inner(torch.rand(1, 3, 32, 32), torch.tensor([0]))
+    with pytest.raises(ValueError, match="0 or more"):
+        Discriminator(border=-1)
 
 
 def test_image_bank_skips_grey_and_non_images(photo_folder: Path):
@@ -347,3 +370,30 @@ def test_style_statistics_and_border_losses(tmp_path: Path, photo_folder: Path, 
     assert losses.channel_stats(feats[0]).shape == (1, 2, 64)
     with pytest.raises(ValueError, match="content_layer"):
         Trainer(dataclasses.replace(cfg, content_layer=3))
+
+
+def test_shift_consistency_loss(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
+    """--w-shift compares the styled crop with the same region of the styled photo around it: zero
+    for that region itself, positive for the crop's own output (it differs at the crop's borders),
+    reported by a style step; a margin off the encoder's 32-px grid is refused."""
+    cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, colour=False, styles_root=str(datasets / "styles"),
+                    style_limit=6, gram_samples=4, vgg=str(vgg_path), style_exemplars=2, style_batch=2,
+                    w_shift=5.0, shift_margin=32)
+    tr = Trainer(cfg)
+    with torch.no_grad():  # a fresh style branch paints the grey input (zero head), the same in every region
+        torch.nn.init.normal_(tr.G.style_head.weight, std=0.1)
+    stats = tr.train_step()
+    assert stats["shift"] > 0 and "style" in stats
+    big = torch.rand(2, 3, 128, 128)
+    labels = torch.tensor([1, 4])
+    with torch.no_grad():
+        luma = rgb_to_ycbcr(big)[:, :1]
+        around = tr.G.styled(tr.G.encoder(luma), luma, one_hot_style(labels))
+        crop = luma[..., 32:-32, 32:-32]
+        own = tr.G.styled(tr.G.encoder(crop), crop, one_hot_style(labels))
+        assert tr._shift_loss(big, labels, around[..., 32:-32, 32:-32]).item() == 0.0
+        loss = tr._shift_loss(big, labels, own).item()
+    assert loss > 0
+    assert loss == pytest.approx((own - around[..., 32:-32, 32:-32]).abs().mean().item(), rel=1e-6)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        Trainer(dataclasses.replace(cfg, shift_margin=16))

@@ -541,10 +541,18 @@ class Discriminator(nn.Module):
 
     ``D(x, k) = psi(phi(x)) + <embed(k), phi(x)>`` per patch, where class 0 is "real photo"
     and classes 1.. are the painting styles. Input: RGB in [0, 1], [N,3,H,W].
+
+    ``border`` drops that many patches along every edge of the logit map: their receptive fields
+    (38 px) reach the zero padding, so they know where the image ends, and the edges of real
+    crops carry the paintings' composition (light skies at the top, dark backgrounds at the sides
+    of portraits); a generator judged there learns to paint those bands along its own edges.
     """
 
-    def __init__(self, n_styles: int = len(contract.STYLES), width: int = 32) -> None:
+    def __init__(self, n_styles: int = len(contract.STYLES), width: int = 32, border: int = 0) -> None:
         super().__init__()
+        if border < 0:
+            raise ValueError(f"border counts logit patches dropped along each edge: 0 or more; got {border}")
+        self.border = border
         sn = nn.utils.spectral_norm
         w = width
         self.features = nn.Sequential(
@@ -559,7 +567,14 @@ class Discriminator(nn.Module):
     def forward(self, rgb: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         phi = self.features(rgb * 2.0 - 1.0)  # [N,4w,H/8,W/8]
         proj = (self.embed(label)[:, :, None, None] * phi).sum(dim=1, keepdim=True)
-        return self.psi(phi) + proj  # [N,1,H/8,W/8] patch logits
+        logits = self.psi(phi) + proj  # [N,1,H/8,W/8] patch logits
+        b = self.border
+        if b:
+            if min(logits.shape[-2:]) <= 2 * b:
+                raise ValueError(f"a {tuple(rgb.shape[-2:])} input gives {tuple(logits.shape[-2:])} patches, none inside a border of {b}; "
+                                 "use larger crops or a smaller border")
+            logits = logits[..., b:-b, b:-b]
+        return logits
 
 
 def ycbcr_to_rgb(ycbcr: torch.Tensor) -> torch.Tensor:

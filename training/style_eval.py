@@ -31,7 +31,9 @@ painting styles, ``pipe.stylize(photo, style)`` is classified; reported per styl
 classified as the intended style, the mean probability of that style, and the luminance SSIM of
 output vs input (content preservation); per style pair, the mean absolute difference in 8-bit
 levels between the two styles' outputs of the same photo, and how often each is classified as
-the other.
+the other. Per style also the **edge bands** (:func:`edge_bands`): how much more the outermost
+twelfth of the image (by its long side, ~21 px of the 256 working size) changes the luminance than
+the interior does, per side; a style that paints a dark or light frame shows it there.
 
     python -m training.style_eval --model-dir path/to/exported_model --json runs/style_eval.json
 """
@@ -437,6 +439,40 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(rgb).convert("L"))
 
 
+EDGE_BAND_FRACTION = 1 / 12  # of the long side: the bands the styles learnt were ~24 px of the 256 working size
+
+
+def edge_bands(y_out: np.ndarray, y_in: np.ndarray, fraction: float = EDGE_BAND_FRACTION) -> dict[str, float]:
+    """The luminance change ``y_out - y_in`` of each border band minus that of the interior.
+
+    Args:
+        y_out, y_in: HxW luminance of a stylized output and its input (any numeric dtype).
+        fraction: band width as a share of the long side (at least one pixel).
+
+    Returns:
+        ``{"top", "bottom", "left", "right"}`` in 8-bit levels: negative where the output's edge is
+        darkened more than its interior (a dark frame), positive where it is lightened more.
+
+    Raises:
+        ValueError: the two differ in shape, or the image is too small to have an interior.
+
+    Example:
+        >>> y = np.full((24, 24), 100.0); out = y.copy(); out[:, :2] -= 30
+        >>> edge_bands(out, y)["left"]
+        -30.0
+    """
+    y_out, y_in = np.asarray(y_out, np.float64), np.asarray(y_in, np.float64)
+    if y_out.shape != y_in.shape or y_out.ndim != 2:
+        raise ValueError(f"edge_bands takes two HxW luminance images of one shape; got {y_out.shape} and {y_in.shape}")
+    b = max(1, round(max(y_in.shape) * fraction))
+    if min(y_in.shape) <= 2 * b:
+        raise ValueError(f"an image of {y_in.shape} has no interior inside {b}-px bands; use a larger image or a smaller fraction")
+    d = y_out - y_in
+    inner = float(d[b:-b, b:-b].mean())
+    return {"top": float(d[:b].mean()) - inner, "bottom": float(d[-b:].mean()) - inner,
+            "left": float(d[:, :b].mean()) - inner, "right": float(d[:, -b:].mean()) - inner}
+
+
 def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg, size: int = 224, batch: int = 16) -> dict:
     """Stylize each photo in every painting style and score the outputs.
 
@@ -452,7 +488,9 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         "ssim_luma", "ssim_luma_mean", "pairs", "distinct_mad_mean", "inputs_as_photo"}``:
         ``style_score[s]`` is the share of style ``s`` outputs classified as ``s``;
         ``confusion`` rows are the intended styles, columns :data:`CLASSES`; ``pairs["a/b"]`` has
-        ``mad`` (mean |a - b| in 8-bit levels over pixels and photos), ``a_as_b`` and ``b_as_a``.
+        ``mad`` (mean |a - b| in 8-bit levels over pixels and photos), ``a_as_b`` and ``b_as_a``;
+        ``edge_bands[s]`` the mean over photos of :func:`edge_bands` per side, and ``abs`` the mean
+        of the four sides' magnitudes.
     """
     from sdk import metrics
 
@@ -461,11 +499,13 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
     crops: list[np.ndarray] = []  # per photo: [S+1, size, size, 3], its S outputs then the input itself
     ssim = np.zeros((len(styles), n))
     mad = {pair: [] for pair in itertools.combinations(range(len(styles)), 2)}
+    bands = np.zeros((len(styles), n, 4))
     for i, rgb in enumerate(photos):
         y_in = _luma(rgb)
         outs = [np.asarray(pipe.stylize(rgb, s), np.uint8) for s in styles]
         for k, out in enumerate(outs):
             ssim[k, i] = metrics.ssim(_luma(out), y_in)
+            bands[k, i] = list(edge_bands(_luma(out), y_in).values())
         for a, b in mad:
             mad[(a, b)].append(float(np.abs(outs[a].astype(np.int16) - outs[b]).mean()))
         crops.append(np.stack([prepare(o, size) for o in outs] + [prepare(rgb, size)]))
@@ -498,6 +538,8 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         "pairs": pairs,
         "distinct_mad_mean": round(float(np.mean([p["mad"] for p in pairs.values()])), 2),
         "inputs_as_photo": round(float((pred[:, -1] == 0).mean()), 4),
+        "edge_bands": {s: {**{side: round(float(v), 1) for side, v in zip(("top", "bottom", "left", "right"), bands[k].mean(0))},
+                           "abs": round(float(np.abs(bands[k].mean(0)).mean()), 1)} for k, s in enumerate(styles)},
     }
 
 

@@ -89,6 +89,13 @@ class TrainConfig:
     w_style: float = 5.0
     w_stats: float = 0.0
     w_border: float = 0.0
+    # Translation consistency of the styled output: a crop's output must equal the same region of
+    # the output of the photo around it (shift_margin px more on every side, a multiple of 32 so
+    # that the encoder's grid stays aligned). Only the borders differ, so this trains out the bands
+    # the styles paint along the image edges.
+    w_shift: float = 0.0
+    shift_margin: int = 32
+    d_border: int = 0  # discriminator patches dropped along each edge (see Discriminator: no judging at the edges)
     style_layers: tuple[float, float, float] = (1.0, 1.0, 1.0)
     w_adv_style: float = 0.0
     w_tv: float = 0.0
@@ -300,6 +307,9 @@ class Trainer:
         if any(w < 0 for w in cfg.style_probs) or not sum(cfg.style_probs) > 0:
             raise ValueError(f"style_probs are relative sampling weights per style {PAINTING_STYLES}: none negative, "
                              f"at least one positive; got {cfg.style_probs}")
+        if cfg.w_shift and (cfg.shift_margin <= 0 or cfg.shift_margin % 32):
+            raise ValueError(f"shift_margin must be a positive multiple of 32 (the encoder's stride, so the crop's features "
+                             f"align with the larger photo's); got {cfg.shift_margin}")
         unknown = sorted(set(cfg.school_styles) - set(PAINTING_STYLES))
         if unknown:
             raise ValueError(f"whole_school names styles (comma-separated) among {PAINTING_STYLES}; got {unknown} in {cfg.whole_school!r}")
@@ -326,7 +336,7 @@ class Trainer:
             palette = ink_palette(cfg.styles_root, cfg.ink_style, cfg.inks)
             self.G.ink_palette.copy_(palette)
             self.G_ema.ink_palette.copy_(palette)
-        self.D = Discriminator().to(self.device)
+        self.D = Discriminator(border=cfg.d_border).to(self.device)
         self.use_d = cfg.w_adv_color > 0 or cfg.w_adv_style > 0
         enc = [p for p in self.G.encoder.parameters() if p.requires_grad]
         groups = [{"params": [p for n, p in self.G.named_parameters() if not n.startswith("encoder.")]}]
@@ -599,6 +609,15 @@ class Trainer:
             stats["adv_s"] = adv.item()
         return total, stats, fake_rgb
 
+    def _shift_loss(self, rgb_big: torch.Tensor, labels: torch.Tensor, pred_s: torch.Tensor) -> torch.Tensor:
+        """Mean |YCbCr| difference between the styled crop ``pred_s`` and the same region of the styled
+        photo around it ``rgb_big`` (no gradient through the larger one: it is the target)"""
+        m = self.cfg.shift_margin
+        with torch.no_grad():
+            luma = rgb_to_ycbcr(rgb_big)[:, :1]
+            ref = self.G.styled(self.G.encoder(luma), luma, one_hot_style(labels))[..., m:-m, m:-m]
+        return (pred_s - ref).abs().mean()
+
     def train_step(self) -> dict[str, float]:
         """One generator and one discriminator update; returns the losses (averaged over ranks)."""
         cfg = self.cfg
@@ -609,7 +628,13 @@ class Trainer:
             labels_np = self.rng.choice(sorted(self.paintings), size=cfg.style_batch, p=self.style_p)
             labels = torch.from_numpy(labels_np).to(self.device)
             size_s = cfg.size + 2 * cfg.loss_margin  # 32-multiple sizes keep the encoder exact
-            rgb_s = to_tensor(self.photos.batch(self.rng, cfg.style_batch, size_s, cfg.crop_scale), self.device)
+            if cfg.w_shift:  # the photo around the crop, at the same pixel scale as a plain crop
+                m = cfg.shift_margin
+                big = size_s + 2 * m
+                rgb_big = to_tensor(self.photos.batch(self.rng, cfg.style_batch, big, tuple(c * size_s / big for c in cfg.crop_scale)), self.device)
+                rgb_s = rgb_big[..., m:-m, m:-m]
+            else:
+                rgb_s = to_tensor(self.photos.batch(self.rng, cfg.style_batch, size_s, cfg.crop_scale), self.device)
         stats: dict[str, float] = {}
         fake_c = fake_s = None
         if cfg.colour or do_style:
@@ -624,6 +649,10 @@ class Trainer:
                     loss_s, stats_s, fake_s = self._style_losses(rgb_s, labels, pred_s)
                     loss_g = loss_g + loss_s
                     stats.update(stats_s)
+                    if cfg.w_shift:
+                        l_shift = self._shift_loss(rgb_big, labels, pred_s)
+                        loss_g = loss_g + cfg.w_shift * l_shift
+                        stats["shift"] = l_shift.item()
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()  # under DDP: gradients averaged over ranks here
             self.opt_g.step()
