@@ -611,7 +611,7 @@ class Trainer:
 
     def _shift_loss(self, rgb_big: torch.Tensor, labels: torch.Tensor, pred_s: torch.Tensor) -> torch.Tensor:
         """Mean |YCbCr| difference between the styled crop ``pred_s`` and the same region of the styled
-        photo around it ``rgb_big`` (no gradient through the larger one: it is the target)"""
+        photo around it ``rgb_big`` (no gradient through the larger one: it is the target)."""
         m = self.cfg.shift_margin
         with torch.no_grad():
             luma = rgb_to_ycbcr(rgb_big)[:, :1]
