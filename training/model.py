@@ -543,9 +543,9 @@ class Discriminator(nn.Module):
     and classes 1.. are the painting styles. Input: RGB in [0, 1], [N,3,H,W].
 
     ``border`` drops that many patches along every edge of the logit map: their receptive fields
-    (38 px) reach the zero padding, so they know where the image ends, and the edges of real
-    crops carry the paintings' composition (light skies at the top, dark backgrounds at the sides
-    of portraits); a generator judged there learns to paint those bands along its own edges.
+    (38 px) reach the zero padding, so they know where the image ends and could judge a generator's
+    edges by the composition of real crops' edges. (Measured on the style bands: dropping them
+    alone did not change the bands, which the Gram loss paints; model card, "Edge bands".)
     """
 
     def __init__(self, n_styles: int = len(contract.STYLES), width: int = 32, border: int = 0) -> None:

@@ -440,6 +440,7 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 
 
 EDGE_BAND_FRACTION = 1 / 12  # of the long side: the bands the styles learnt were ~24 px of the 256 working size
+EDGE_SIDES = ("top", "bottom", "left", "right")  # the keys of :func:`edge_bands`, in this order
 
 
 def edge_bands(y_out: np.ndarray, y_in: np.ndarray, fraction: float = EDGE_BAND_FRACTION) -> dict[str, float]:
@@ -469,8 +470,8 @@ def edge_bands(y_out: np.ndarray, y_in: np.ndarray, fraction: float = EDGE_BAND_
         raise ValueError(f"an image of {y_in.shape} has no interior inside {b}-px bands; use a larger image or a smaller fraction")
     d = y_out - y_in
     inner = float(d[b:-b, b:-b].mean())
-    return {"top": float(d[:b].mean()) - inner, "bottom": float(d[-b:].mean()) - inner,
-            "left": float(d[:, :b].mean()) - inner, "right": float(d[:, -b:].mean()) - inner}
+    bands = (d[:b], d[-b:], d[:, :b], d[:, -b:])
+    return {side: float(band.mean()) - inner for side, band in zip(EDGE_SIDES, bands)}
 
 
 def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg, size: int = 224, batch: int = 16) -> dict:
@@ -504,8 +505,9 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         y_in = _luma(rgb)
         outs = [np.asarray(pipe.stylize(rgb, s), np.uint8) for s in styles]
         for k, out in enumerate(outs):
-            ssim[k, i] = metrics.ssim(_luma(out), y_in)
-            bands[k, i] = list(edge_bands(_luma(out), y_in).values())
+            y_out = _luma(out)
+            ssim[k, i] = metrics.ssim(y_out, y_in)
+            bands[k, i] = list(edge_bands(y_out, y_in).values())  # in EDGE_SIDES order
         for a, b in mad:
             mad[(a, b)].append(float(np.abs(outs[a].astype(np.int16) - outs[b]).mean()))
         crops.append(np.stack([prepare(o, size) for o in outs] + [prepare(rgb, size)]))
@@ -538,7 +540,7 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         "pairs": pairs,
         "distinct_mad_mean": round(float(np.mean([p["mad"] for p in pairs.values()])), 2),
         "inputs_as_photo": round(float((pred[:, -1] == 0).mean()), 4),
-        "edge_bands": {s: {**{side: round(float(v), 1) for side, v in zip(("top", "bottom", "left", "right"), bands[k].mean(0))},
+        "edge_bands": {s: {**{side: round(float(v), 1) for side, v in zip(EDGE_SIDES, bands[k].mean(0))},
                            "abs": round(float(np.abs(bands[k].mean(0)).mean()), 1)} for k, s in enumerate(styles)},
     }
 

@@ -91,8 +91,9 @@ class TrainConfig:
     w_border: float = 0.0
     # Translation consistency of the styled output: a crop's output must equal the same region of
     # the output of the photo around it (shift_margin px more on every side, a multiple of 32 so
-    # that the encoder's grid stays aligned). Only the borders differ, so this trains out the bands
-    # the styles paint along the image edges.
+    # that the encoder's grid stays aligned). Only the borders differ, so it holds the edges to
+    # what the interior would paint; against the Gram loss's edge bands it works together with
+    # loss_margin (style statistics over the centre; model card, "Edge bands").
     w_shift: float = 0.0
     shift_margin: int = 32
     d_border: int = 0  # discriminator patches dropped along each edge (see Discriminator: no judging at the edges)
