@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--tolerance", type=float, default=1e-4, help="max |ORT - PyTorch| allowed")
     o.add_argument("--parity-images", default="", help="folder of real images for the parity check")
     o.add_argument("--work-size", type=int, default=ExportConfig.work_size, help="long side the generator runs at")
+    o.add_argument("--style-work-size", type=int, default=0, help="long side stylize runs at (0: --work-size)")
+    o.add_argument("--style-pad", type=int, default=0,
+                   help="reflect padding around stylize's input, cropped off its output (a multiple of 32; 0: none): no edge bands")
     o.add_argument("--name", default="chromaforge")
     o.add_argument("--force", action="store_true", help="replace a model already in --out")
     o.add_argument("--style-checkpoint", default="", help="last.pt of a style-only run (--no-colour) to join with --checkpoint's colour")

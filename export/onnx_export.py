@@ -69,6 +69,10 @@ class ExportConfig:
             GeneratorConfig).
         style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
             encoder and colour decoder ("" = the checkpoint's own style branch).
+        style_work_size: long side for stylize calls (0: ``work_size``), written to the manifest.
+        style_pad: reflect padding (px, a multiple of the size multiple) around stylize's
+            working-size input, cropped off the output (manifest ``style_pad``; model card,
+            "Edge bands"): the image's border lies inside what the generator sees.
         task_switch: build the graph so that natural-only calls (colorize) skip the style branch
             and calls without natural weight (stylize at full strength) the colour decoder
             (:mod:`export.switch`: same inputs, output and numbers; one file).
@@ -100,6 +104,8 @@ class ExportConfig:
     chroma_guide: int = -1
     chroma_guide_eps: float = 0.0
     style_checkpoint: str = ""
+    style_work_size: int = 0
+    style_pad: int = 0
     task_switch: bool = True
 
 
@@ -335,6 +341,12 @@ def export_onnx(cfg: ExportConfig) -> dict:
     manifest_path = out / contract.MANIFEST_NAME
     if not contract.SIZE_MULTIPLE <= cfg.work_size <= MAX_WORK_SIZE:  # the manifest would be refused at load
         raise ExportError(f"--work-size is {cfg.work_size}; expected a long side in [{contract.SIZE_MULTIPLE}, {MAX_WORK_SIZE}] pixels")
+    if cfg.style_work_size and not contract.SIZE_MULTIPLE <= cfg.style_work_size <= MAX_WORK_SIZE:
+        raise ExportError(f"--style-work-size is {cfg.style_work_size}; expected 0 (the --work-size) or a long side in "
+                          f"[{contract.SIZE_MULTIPLE}, {MAX_WORK_SIZE}] pixels")
+    if cfg.style_pad < 0 or cfg.style_pad % contract.SIZE_MULTIPLE or cfg.style_pad > MAX_WORK_SIZE // 4:
+        raise ExportError(f"--style-pad is {cfg.style_pad}; expected 0 or a multiple of {contract.SIZE_MULTIPLE} up to "
+                          f"{MAX_WORK_SIZE // 4} (the encoder's grid must stay aligned with the image)")
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
     read_out = ("temperature", "chroma_blur", "chroma_scale", "chroma_gain", "chroma_gain_ref", "prior_correction", "ink_style", "inks", "ink_fields", "ink_fields_eps",
@@ -385,6 +397,8 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
     return Manifest(
         styles=contract.STYLES[: G.cfg.n_styles],
         work_size=cfg.work_size,
+        style_work_size=cfg.style_work_size,
+        style_pad=cfg.style_pad,
         size_multiple=contract.SIZE_MULTIPLE,
         input_names=contract.INPUT_NAMES,
         output_names=contract.OUTPUT_NAMES,
@@ -403,6 +417,8 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
                 "photos": train_cfg.get("photos"),
                 "styles_root": train_cfg.get("styles_root"),
                 "style_run": {k: v for k, v in ck.get("style_checkpoint", {}).items() if k != "config"} or None,
+                # a checkpoint rebuilt from an exported model (training.from_onnx): that model and its provenance
+                **({"recovered_from": {k: v for k, v in ck["recovered_from"].items() if k != "parity"}} if "recovered_from" in ck else {}),
             },
             "parity": {**report, "tolerance": cfg.tolerance},
             "graph": ("task-switch: natural-only calls skip the style branch, calls without natural weight the colour decoder"

@@ -261,6 +261,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "info":
         m = pipe.manifest
         print(json.dumps({"model_dir": str(m.directory), "styles": pipe.styles(), "work_size": m.work_size,
+                          "style_work_size": m.stylize_size, "style_pad": m.style_pad,
                           "precision": pipe.precision, "model_precision": m.precision,
                           "artifacts": [a.to_dict() for a in m.artifacts],
                           "backend": pipe.backend_name, "reason": pipe.backend_reason}, indent=2))

@@ -34,7 +34,7 @@ MAX_WORK_SIZE = 8192
 MAX_SIZE_MULTIPLE = 1024
 
 _OWNED = {"manifest_version", "name", "format", "model_file", "sha256", "bytes", "opset", "precision",
-          "color_space", "styles", "work_size", "size_multiple", "io", "artifacts"}
+          "color_space", "styles", "work_size", "size_multiple", "io", "artifacts", "style_work_size", "style_pad"}
 """Top-level keys this module writes from :class:`Manifest`'s fields; every other key is ``extra``."""
 
 
@@ -110,6 +110,11 @@ class Manifest:
     Attributes:
         styles: style names in the order of the style-weight vector.
         work_size: long side (pixels) the generator runs at.
+        style_work_size: long side for ``stylize`` calls (0: ``work_size``); a style's brushwork
+            has the size it was trained at in these pixels.
+        style_pad: ``stylize`` runs on its working-size luminance reflect-padded by this many
+            pixels on every side (a multiple of ``size_multiple``) and crops the output back: the
+            image's border then lies inside what the generator sees (model card, "Edge bands").
         size_multiple: generator input sides must be multiples of this.
         input_names / output_names: tensor names in the model file.
         artifacts: the model files, the primary one (the FP32 ONNX the SDK runs) first.
@@ -138,6 +143,8 @@ class Manifest:
     input_dtype: str = "float32"
     extra: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    style_work_size: int = 0
+    style_pad: int = 0
 
     def __post_init__(self) -> None:
         if not self.artifacts:
@@ -147,6 +154,18 @@ class Manifest:
             raise ModelCorruptError(f"extra fields {sorted(clash)} are manifest fields; set them through Manifest's own attributes")
         # JSON values only, so that write -> read gives an equal manifest (tuples would come back as lists).
         object.__setattr__(self, "extra", json.loads(json.dumps(self.extra)))
+
+    @property
+    def stylize_size(self) -> int:
+        """Long side of ``stylize``'s working shape, before its padding."""
+        return self.style_work_size or self.work_size
+
+    @property
+    def max_run_side(self) -> int:
+        """Longest side the generator is run at: colorize's working size or stylize's, padded."""
+        m = self.size_multiple
+        long = [max(m, int(math.floor(size / m + 0.5)) * m) for size in (self.work_size, self.stylize_size)]  # as work_shape rounds
+        return max(long[0], long[1] + 2 * self.style_pad)
 
     @property
     def primary(self) -> Artifact:
@@ -212,6 +231,8 @@ class Manifest:
                             "ycbcr_to_rgb": contract.YCBCR_TO_RGB, **COLOR_SPACE_NOTES},
             "styles": list(self.styles),
             "work_size": self.work_size,
+            **({"style_work_size": self.style_work_size} if self.style_work_size else {}),
+            **({"style_pad": self.style_pad} if self.style_pad else {}),
             "size_multiple": self.size_multiple,
             "io": {
                 "inputs": list(self.input_names),
@@ -304,6 +325,8 @@ def load_manifest(model_dir: str | Path, verify: bool = True) -> Manifest:
             input_dtype=str(io.get("dtype", "float32")),
             extra={k: v for k, v in raw.items() if k not in _OWNED},
             raw=raw,
+            style_work_size=int(raw.get("style_work_size", 0)),
+            style_pad=int(raw.get("style_pad", 0)),
         )
     except (KeyError, TypeError, ValueError) as e:
         raise ModelCorruptError(f"{mpath} lacks or mangles field {e}; re-export the model with `python -m export onnx`") from e
@@ -351,6 +374,12 @@ def _check_fields(raw: dict[str, Any], mpath: Path) -> None:
             sizes[field] = int(v)
     if len(sizes) == 2 and sizes["work_size"] < sizes["size_multiple"]:
         raise bad("work_size", sizes["work_size"], f"at least size_multiple ({sizes['size_multiple']})")
+    multiple = sizes.get("size_multiple", 1)
+    for field, lo, hi, step in (("style_work_size", multiple, MAX_WORK_SIZE, 1), ("style_pad", 0, MAX_WORK_SIZE // 4, multiple)):
+        if field in raw:  # optional: absent means the colour geometry (no padding)
+            v = raw[field]
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi or v % step:
+                raise bad(field, v, f"an integer in [{lo}, {hi}]" + (f", a multiple of size_multiple ({step})" if step > 1 else ""))
     io = raw.get("io")
     if isinstance(io, dict):
         for key, count in (("inputs", "two names (luma, style)"), ("outputs", "one or more names (ycbcr first)")):

@@ -76,11 +76,14 @@ class Job:
     Attributes:
         task: one of :data:`TASKS`.
         source: the decoded input (full-resolution pixels, alpha, and how to return the result).
-        shape: working shape (h, w) the generator runs at (before any bucket padding).
+        shape: working shape (h, w) the generator runs at (before any bucket padding), ``pad``
+            included.
         luma: float32 [h, w] luminance in [0, 1] at ``shape``.
         style: float32 [S] style weights, summing to 1.
         fusion: fusion applied by :func:`finish`, or None.
         saturation: factor on the output's chroma, applied by :func:`finish`.
+        pad: pixels of reflect padding on every side of ``luma`` (the manifest's ``style_pad``
+            for ``stylize``), cropped off the output by :func:`finish`.
     """
 
     task: str
@@ -90,6 +93,7 @@ class Job:
     style: np.ndarray
     fusion: FuseParams | None = None
     saturation: float = 1.0
+    pad: int = 0
 
 
 def style_vector(styles: Sequence[str], style: StyleSpec, strength: float = 1.0) -> np.ndarray:
@@ -206,8 +210,13 @@ def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, na
     """
     style = check_options(task, params, manifest)
     source = decode(image, name, max_pixels)
-    shape = processing.work_shape(*source.size, manifest.work_size, manifest.size_multiple)
-    return Job(task, source, shape, processing.resize_luma(source.luma, shape), style, params.fusion, float(params.saturation))
+    styled = task == "stylize"
+    shape = processing.work_shape(*source.size, manifest.stylize_size if styled else manifest.work_size, manifest.size_multiple)
+    luma = processing.resize_luma(source.luma, shape)
+    pad = manifest.style_pad if styled else 0
+    if pad:  # the image's border inside what the generator sees: no edge bands (manifest.style_pad)
+        luma = np.pad(luma, pad, mode="reflect")
+    return Job(task, source, luma.shape, luma, style, params.fusion, float(params.saturation), pad)
 
 
 def _pad(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -315,6 +324,9 @@ def finish(job: Job, output: np.ndarray, workers: int | None = None):
         the input's type (:func:`sdk.io.encode`), with its alpha.
     """
     source = job.source
+    if job.pad:
+        p = job.pad
+        output = output[:, p:-p, p:-p]
     if job.saturation != 1.0:  # chroma is linear through both upsamplings: scale it at the working size
         output = np.concatenate([output[:1], output[1:] * np.float32(job.saturation)])
     if job.task == "colorize":

@@ -100,8 +100,8 @@ def _probe_map(G, work: Path) -> dict[str, tuple[str, bool]]:
 
 
 def _buffer(probe: dict[str, np.ndarray], shipped: dict[str, np.ndarray], marker, scale: float, what: str):
-    """A buffer the export folds into a constant ``scale * buffer``: located in the probe's graph by
-    the distinct values ``marker`` the probe's buffer held, read from the same place in ``shipped``."""
+    """The constant ``scale * buffer`` the export folds a buffer into, as stored in ``shipped``
+    located in the probe's graph by the distinct values ``marker`` the probe's buffer held."""
     import torch
 
     want = scale * marker.numpy()
@@ -111,7 +111,29 @@ def _buffer(probe: dict[str, np.ndarray], shipped: dict[str, np.ndarray], marker
     values = [shipped[h] for h in hits]
     if any(not np.array_equal(v, values[0]) for v in values[1:]):
         raise RecoveryError(f"{what} differs between the graph's branches")
-    return torch.from_numpy(values[0].astype(np.float32) / scale)
+    return torch.from_numpy(values[0].astype(np.float32))
+
+
+def _class_weights(folded, a: float):
+    """Class weights w (float32) whose export folds to exactly ``folded`` = fl(a * fl(log w)):
+    the nearest float32 values are searched a few ulps either side of the exact inverse, so that
+    re-exporting the checkpoint reproduces the graph bit for bit (else within an ulp)."""
+    import torch
+
+    def fold(w):
+        return a * torch.log(w)
+
+    w = torch.exp(folded.double() / a).float()
+    best = w.clone()
+    err = (fold(w) - folded).abs()
+    for direction in (float("inf"), 0.0):
+        cand = w.clone()
+        for _ in range(8):
+            cand = torch.nextafter(cand, torch.full_like(cand, direction))
+            e = (fold(cand) - folded).abs()
+            better = e < err
+            best, err = torch.where(better, cand, best), torch.where(better, e, err)
+    return best
 
 
 def recover(cfg: RecoverConfig) -> Path:
@@ -160,8 +182,9 @@ def recover(cfg: RecoverConfig) -> Path:
         mapping = _probe_map(probe_G, Path(tmp))
         probe = _initializers(onnx.load(str(Path(tmp) / "probe.onnx")).graph)
     # The read-out's class log-weights are folded as prior_correction * log w; the ink palette as is.
-    class_log_w = (_buffer(probe, shipped, log_w_marker, gcfg.prior_correction, "the prior correction's class weights")
-                   if gcfg.prior_correction else None)
+    folded = (_buffer(probe, shipped, log_w_marker, gcfg.prior_correction, "the prior correction's class weights")
+              if gcfg.prior_correction else None)
+    class_w = None if folded is None else _class_weights(folded, gcfg.prior_correction)
     ink = _buffer(probe, shipped, ink_marker, 1.0, "the ink palette") if gcfg.ink_style else None
 
     G = Generator(gcfg)
@@ -178,8 +201,8 @@ def recover(cfg: RecoverConfig) -> Path:
     if missing:
         raise RecoveryError(f"{len(missing)} parameters were not found in the graph: {missing[:6]}")
     G.load_state_dict(state, strict=False)  # buffers (bins, kernels) are the design's own
-    if class_log_w is not None:
-        G.class_log_weights.copy_(class_log_w)
+    if class_w is not None:
+        G.class_log_weights.copy_(torch.log(class_w))  # as the export sets it
     if ink is not None:
         G.ink_palette.copy_(ink)
 
@@ -203,10 +226,12 @@ def recover(cfg: RecoverConfig) -> Path:
         "history": [],
         "config": config,
         "generator": dataclasses.asdict(gcfg),
-        "recovered_from": {"model_dir": str(cfg.model_dir), "sha256": manifest.sha256, "parity": report},
+        # Where the weights came from: the model, and its own training provenance (export copies this into the manifest).
+        "recovered_from": {"model_dir": str(cfg.model_dir), "name": manifest.name, "sha256": manifest.sha256, "parity": report,
+                           "training": training},
     }
-    if class_log_w is not None:
-        ck["class_weights"] = torch.exp(class_log_w)
+    if class_w is not None:
+        ck["class_weights"] = class_w
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = out.with_suffix(".tmp")
     torch.save(ck, tmp_out)

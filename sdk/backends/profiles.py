@@ -39,18 +39,35 @@ DEFAULT_MAX_BATCH = 8
 """Folder jobs send 8 images per call (``chromaforge --batch-size``); engines cover 1..8 by default."""
 
 
-def working_shapes(work_size: int, multiple: int) -> tuple[Shape, ...]:
-    """Every (h, w) :func:`sdk.processing.work_shape` can return for a model, square first.
+def working_shapes(work_size: int, multiple: int, pad: int = 0) -> tuple[Shape, ...]:
+    """Every (h, w) :func:`sdk.processing.work_shape` can return for a model, square first, each
+    side grown by ``2 * pad`` (stylize's reflect padding, the manifest's ``style_pad``).
 
     Example:
         >>> working_shapes(64, 32)
         ((64, 64), (32, 64), (64, 32))
+        >>> working_shapes(64, 32, pad=32)
+        ((128, 128), (96, 128), (128, 96))
     """
-    if work_size < 1 or multiple < 1:
-        raise InvalidArgumentError(f"work_size {work_size} and multiple {multiple}: expected integers >= 1")
+    if work_size < 1 or multiple < 1 or pad < 0:
+        raise InvalidArgumentError(f"work_size {work_size}, multiple {multiple} and pad {pad}: expected integers >= 1 (pad >= 0)")
     long = max(multiple, int(math.floor(work_size / multiple + 0.5)) * multiple)
     shorts = range(long - multiple, 0, -multiple)
-    return ((long, long),) + tuple((s, long) for s in shorts) + tuple((long, s) for s in shorts)
+    shapes = ((long, long),) + tuple((s, long) for s in shorts) + tuple((long, s) for s in shorts)
+    return tuple((h + 2 * pad, w + 2 * pad) for h, w in shapes)
+
+
+def manifest_shapes(manifest) -> tuple[Shape, ...]:
+    """Every shape the pipeline runs a model's generator at: colorize's working shapes, then
+    stylize's (its own working size and padding, when the manifest sets them), without repeats.
+
+    Example:
+        >>> from sdk.manifest import default_model_dir, load_manifest
+        >>> len(manifest_shapes(load_manifest(default_model_dir())))  # bundled: 15 at 256, 13 at 224 + 2 x 32
+        28
+    """
+    m = manifest.size_multiple
+    return tuple(dict.fromkeys(working_shapes(manifest.work_size, m) + working_shapes(manifest.stylize_size, m, manifest.style_pad)))
 
 
 def dynamic_profile(work_size: int, multiple: int, max_batch: int = DEFAULT_MAX_BATCH) -> ShapeProfile:
@@ -106,14 +123,15 @@ def parse_shapes(text: str) -> tuple[Shape, ...]:
     return tuple(shapes)
 
 
-def check_coverage(profiles: Sequence[ShapeProfile], work_size: int, multiple: int) -> list[Shape]:
+def check_coverage(profiles: Sequence[ShapeProfile], work_size: int, multiple: int, extra: Iterable[Shape] = ()) -> list[Shape]:
     """The working shapes no profile holds (empty when the engine covers the pipeline).
 
     A working shape is held when some profile accepts it as it is, or (buckets) after padding up.
+    ``extra``: further shapes to cover (stylize's, from :func:`manifest_shapes`).
     """
     caps = capabilities(profiles, multiple=multiple)
     missing = []
-    for shape in working_shapes(work_size, multiple):
+    for shape in dict.fromkeys(working_shapes(work_size, multiple) + tuple(map(tuple, extra))):
         try:
             caps.run_shape(shape)
         except BackendUnavailableError:  # outside every bucket, or beyond the range

@@ -388,7 +388,8 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
         man = pipe.manifest
         return JSONResponse({"name": man.name, "styles": pipe.styles(), "backend": pipe.backend_name, "reason": pipe.backend_reason,
                              "precision": pipe.precision, "model_precision": man.precision, "sha256": man.sha256,
-                             "work_size": man.work_size, "fuse_methods": list(FUSE_METHODS),
+                             "work_size": man.work_size, "style_work_size": man.stylize_size, "style_pad": man.style_pad,
+                             "fuse_methods": list(FUSE_METHODS),
                              "config": {k: v for k, v in asdict(config).items() if k not in ("host", "port")}})
 
     async def healthz(request: Request) -> Response:
