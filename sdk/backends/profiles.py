@@ -5,7 +5,9 @@ Pure logic, no TensorRT: ``python -m export trt`` builds engines from these prof
 :class:`~sdk.backends.Capabilities` and provider options, and the tests check them without a GPU.
 
 The pipeline's working shapes have the long side ``work_size`` and the short side a multiple of
-``size_multiple`` (:func:`sdk.processing.work_shape`): 15 shapes at 256 / 32. Two ways to cover
+``size_multiple`` (:func:`sdk.processing.work_shape`): 15 shapes at 256 / 32. Stylize runs at its own
+shapes when the manifest pads it (``style_pad``: 2 x 32 px more on every side for the bundled model,
+so up to 320x320); :func:`manifest_shapes` lists both sets and ``Manifest.max_run_side`` bounds them. Two ways to cover
 them:
 
 - **one dynamic profile** (the default): batch 1..max, H and W from ``multiple`` to the long side.
