@@ -96,12 +96,12 @@ def plan_profiles(cfg: TrtConfig, manifest: Manifest) -> tuple[ShapeProfile, ...
                 raise ExportError(f"--shapes {bad} are not multiples of the model's size_multiple {m}; e.g. 256x256,160x256,256x160")
             profiles = _profiles.bucket_profiles(cfg.shapes, cfg.max_batch)
         else:
-            profiles = (_profiles.dynamic_profile(manifest.max_run_side, m, cfg.max_batch),)
+            profiles = (_profiles.dynamic_profile(_profiles.run_side(manifest), m, cfg.max_batch),)
     except ChromaforgeError as e:
         raise ExportError(str(e)) from None
     missing = _profiles.check_coverage(profiles, manifest.work_size, m, extra=_profiles.manifest_shapes(manifest))
     if missing:
-        raise ExportError(f"the --shapes buckets leave working shapes {missing} uncovered (long side {manifest.work_size}, up to {manifest.max_run_side} for stylize with its padding; "
+        raise ExportError(f"the --shapes buckets leave working shapes {missing} uncovered (long side {manifest.work_size}, up to {_profiles.run_side(manifest)} for stylize with its padding; "
                           f"multiples of {m}); add buckets that hold them (a bucket holds every shape it can be padded from)")
     return profiles
 

@@ -161,13 +161,6 @@ class Manifest:
         return self.style_work_size or self.work_size
 
     @property
-    def max_run_side(self) -> int:
-        """Longest side the generator is run at: colorize's working size or stylize's, padded."""
-        m = self.size_multiple
-        long = [max(m, int(math.floor(size / m + 0.5)) * m) for size in (self.work_size, self.stylize_size)]  # as work_shape rounds
-        return max(long[0], long[1] + 2 * self.style_pad)
-
-    @property
     def primary(self) -> Artifact:
         """The artifact the ONNX Runtime backends run (the first one)."""
         return self.artifacts[0]

@@ -37,7 +37,7 @@ def test_export_writes_the_stylize_geometry(tiny_checkpoint, tmp_path):
     m = export_onnx(ExportConfig(checkpoint=str(tiny_checkpoint), out=str(tmp_path / "m"), style_work_size=224, style_pad=32))
     assert (m["work_size"], m["style_work_size"], m["style_pad"]) == (256, 224, 32)
     back = load_manifest(tmp_path / "m")
-    assert (back.stylize_size, back.style_pad, back.max_run_side) == (224, 32, 288)
+    assert (back.stylize_size, back.style_pad, profiles.run_side(back)) == (224, 32, 288)
     write_manifest(back)  # round trip: the fields stay owned, not extras
     assert json.loads((tmp_path / "m" / "manifest.json").read_text())["style_pad"] == 32
     with pytest.raises(ExportError, match="--style-pad is 20"):
@@ -46,7 +46,7 @@ def test_export_writes_the_stylize_geometry(tiny_checkpoint, tmp_path):
 
 def test_manifest_without_the_fields_keeps_one_geometry(tiny_model_dir):
     m = load_manifest(tiny_model_dir)
-    assert (m.stylize_size, m.style_pad, m.max_run_side) == (256, 0, 256)
+    assert (m.stylize_size, m.style_pad, profiles.run_side(m)) == (256, 0, 256)
     assert "style_pad" not in json.loads((tiny_model_dir / "manifest.json").read_text())
 
 
@@ -92,7 +92,7 @@ def test_profiles_cover_the_padded_stylize_shapes(padded_dir, tmp_path, monkeypa
     shapes = profiles.manifest_shapes(m)
     assert (256, 256) in shapes and (256, 160) in shapes and (96, 256) in shapes and len(shapes) == len(set(shapes))
     assert profiles.working_shapes(192, 32, pad=32)[0] == (256, 256)
-    dyn = profiles.dynamic_profile(m.max_run_side, 32)
+    dyn = profiles.dynamic_profile(profiles.run_side(m), 32)
     assert profiles.check_coverage([dyn], m.work_size, 32, extra=shapes) == []
     only_256 = profiles.bucket_profiles([(256, 256)])
     assert profiles.check_coverage(only_256, m.work_size, 32, extra=shapes) == []  # every shape pads up into it

@@ -68,10 +68,10 @@ def _initializers(graph, found: dict[str, np.ndarray] | None = None) -> dict[str
     return found
 
 
-def _probe_map(G, work: Path) -> dict[str, tuple[str, bool]]:
-    """Fill ``G`` with distinct random values, export it as the exporter does, and return for each
-    graph weight that is a parameter: (parameter name, transposed?)."""
-    import onnx
+def _probe_map(G, work: Path, opset: int) -> tuple[dict[str, tuple[str, bool]], dict[str, np.ndarray]]:
+    """Fill ``G``'s parameters with distinct random values, export it as the exporter does, and
+    return (for each graph weight that is a parameter: (parameter name, transposed?); every weight
+    of the probe's graph, by name). ``opset``: the shipped model's, so that both graphs line up."""
     import torch
 
     from export.switch import switched_model
@@ -81,13 +81,12 @@ def _probe_map(G, work: Path) -> dict[str, tuple[str, bool]]:
     with torch.no_grad():
         for p in params.values():
             p.copy_(torch.randn(p.shape, generator=gen))
-    model = switched_model(G.eval(), 17, work, simplify=True)
-    onnx.save(model, str(work / "probe.onnx"))
+    probe = _initializers(switched_model(G.eval(), opset, work, simplify=True).graph)
     by_size: dict[int, list[tuple[str, np.ndarray]]] = {}
     for name, p in params.items():
         by_size.setdefault(p.numel(), []).append((name, p.detach().numpy()))
     mapping = {}
-    for init, arr in _initializers(model.graph).items():
+    for init, arr in probe.items():
         for name, value in by_size.get(arr.size, []):
             if arr.shape == value.shape and np.array_equal(arr, value):
                 mapping[init] = (name, False)
@@ -96,12 +95,12 @@ def _probe_map(G, work: Path) -> dict[str, tuple[str, bool]]:
             else:
                 continue
             break
-    return mapping
+    return mapping, probe
 
 
 def _buffer(probe: dict[str, np.ndarray], shipped: dict[str, np.ndarray], marker, scale: float, what: str):
-    """The constant ``scale * buffer`` the export folds a buffer into, as stored in ``shipped``
-    located in the probe's graph by the distinct values ``marker`` the probe's buffer held."""
+    """The constant ``scale * buffer`` the export folds a buffer into, as stored in ``shipped``;
+    it is located in the probe's graph by the distinct values ``marker`` the probe's buffer held."""
     import torch
 
     want = scale * marker.numpy()
@@ -152,7 +151,7 @@ def recover(cfg: RecoverConfig) -> Path:
     import onnx
     import torch
 
-    from export.onnx_export import ExportConfig, _parity_inputs, parity
+    from export.onnx_export import OPSET, ExportConfig, _parity_inputs, parity
     from sdk.manifest import load_manifest
     from training.model import Generator, GeneratorConfig
     from training.train import TrainConfig
@@ -179,8 +178,7 @@ def recover(cfg: RecoverConfig) -> Path:
         if gcfg.ink_style:
             probe_G.ink_palette.copy_(ink_marker)
     with tempfile.TemporaryDirectory() as tmp:
-        mapping = _probe_map(probe_G, Path(tmp))
-        probe = _initializers(onnx.load(str(Path(tmp) / "probe.onnx")).graph)
+        mapping, probe = _probe_map(probe_G, Path(tmp), manifest.primary.opset or OPSET)
     # The read-out's class log-weights are folded as prior_correction * log w; the ink palette as is.
     folded = (_buffer(probe, shipped, log_w_marker, gcfg.prior_correction, "the prior correction's class weights")
               if gcfg.prior_correction else None)

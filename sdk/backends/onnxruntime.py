@@ -236,7 +236,7 @@ def provider_options(provider: str, manifest: Manifest, max_batch: int = _profil
     cache = cache_dir() / "trt" / manifest.sha256[:16]
     cache.mkdir(parents=True, exist_ok=True)
     (cache_dir() / "trt" / "timing").mkdir(parents=True, exist_ok=True)
-    profile = _profiles.dynamic_profile(manifest.max_run_side, manifest.size_multiple, max_batch)
+    profile = _profiles.dynamic_profile(_profiles.run_side(manifest), manifest.size_multiple, max_batch)
     return {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
             "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache_dir() / "trt" / "timing"),
             **_profiles.ort_trt_profile_options(profile, manifest.input_names, len(manifest.styles)), **overrides}

@@ -7,7 +7,7 @@ Pure logic, no TensorRT: ``python -m export trt`` builds engines from these prof
 The pipeline's working shapes have the long side ``work_size`` and the short side a multiple of
 ``size_multiple`` (:func:`sdk.processing.work_shape`): 15 shapes at 256 / 32. Stylize runs at its own
 shapes when the manifest pads it (``style_pad``: 2 x 32 px more on every side for the bundled model,
-so up to 320x320); :func:`manifest_shapes` lists both sets and ``Manifest.max_run_side`` bounds them. Two ways to cover
+so up to 320x320); :func:`manifest_shapes` lists both sets and :func:`run_side` bounds them. Two ways to cover
 them:
 
 - **one dynamic profile** (the default): batch 1..max, H and W from ``multiple`` to the long side.
@@ -70,6 +70,12 @@ def manifest_shapes(manifest) -> tuple[Shape, ...]:
     """
     m = manifest.size_multiple
     return tuple(dict.fromkeys(working_shapes(manifest.work_size, m) + working_shapes(manifest.stylize_size, m, manifest.style_pad)))
+
+
+def run_side(manifest) -> int:
+    """The longest side the generator runs at for a model (of :func:`manifest_shapes`): what a
+    dynamic profile must reach (320 for the bundled model: 256 plus stylize's 2 x 32)."""
+    return max(max(shape) for shape in manifest_shapes(manifest))
 
 
 def dynamic_profile(work_size: int, multiple: int, max_batch: int = DEFAULT_MAX_BATCH) -> ShapeProfile:
