@@ -187,9 +187,14 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
         sk = _read_checkpoint(style_checkpoint)
         gcfg["widths"] = gcfg["widths"][:3] + tuple(sk["generator"]["widths"][3:])
         gcfg["style_widths"] = tuple(sk["generator"].get("style_widths", GeneratorConfig.style_widths))
-        if any(not torch.equal(v, sk[key][k]) for k, v in weights.items() if k.startswith("encoder.") and k in sk[key]):
-            raise ExportError(f"{path} and {style_checkpoint} were trained on different encoder weights; the style branch "
-                              "reads the encoder's features, so both runs must use the same (frozen) encoder")
+        # The style branch reads the encoder's stride-4 and -8 features: those layers must match; the
+        # colour run's layers past them (fine-tuned with --encoder-tune-stride 16) are the colour decoder's own.
+        shared = set(Generator(GeneratorConfig(**gcfg)).encoder_keys_read_by_style())
+        differ = [k for k in sorted(shared) if k in weights and k in sk[key] and not torch.equal(weights[k], sk[key][k])]
+        if differ:
+            raise ExportError(f"{path} and {style_checkpoint} were trained on different encoder weights ({differ[0]} differs, "
+                              f"{len(differ)} tensors in all); the style branch reads the encoder's stride-4 and -8 features, so both "
+                              "runs must share those layers: fine-tune the colour run's encoder with --encoder-tune-stride 16 at most")
         weights = {k: v for k, v in weights.items() if not k.startswith(STYLE_PREFIX)}
         weights.update({k: v for k, v in sk[key].items() if k.startswith(STYLE_PREFIX)})
         ck = {**ck, "style_checkpoint": {"path": str(style_checkpoint), "step": sk.get("step"), "config": sk.get("config", {})}}
@@ -421,7 +426,8 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
                 **({"recovered_from": {k: v for k, v in ck["recovered_from"].items() if k != "parity"}} if "recovered_from" in ck else {}),
             },
             "parity": {**report, "tolerance": cfg.tolerance},
-            "graph": ("task-switch: natural-only calls skip the style branch, calls without natural weight the colour decoder"
+            "graph": ("task-switch: natural-only calls skip the style branch, calls without natural weight the colour decoder "
+                      "and the encoder past stride 8"
                       + (f", and calls without {G.cfg.ink_style} weight the ink read-out" if G.cfg.ink_style else "")) if cfg.task_switch else "plain",
             "versions": {"chromaforge": sdk.__version__, "torch": torch_v, "onnx": onnx_v, "onnxruntime": ort_v, "onnxslim": slim_v},
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

@@ -359,8 +359,22 @@ def test_old_generator_design_is_refused(tiny_checkpoint: Path, tmp_path: Path):
         load_generator(tmp_path / "old.pt")
 
 
+def _joined_outputs(colour: Path, style: Path) -> dict[str, torch.Tensor]:
+    """Natural and ukiyo-e outputs of the joined generator and of each run alone, on one random input."""
+    G, _ = load_generator(colour, style_checkpoint=style)
+    Gc, _ = load_generator(colour)
+    Gs, _ = load_generator(style)
+    luma = torch.rand(1, 1, 64, 96)
+    nat, ukiyoe = torch.eye(5)[[0]], torch.eye(5)[[1]]
+    with torch.no_grad():
+        return {f"{who}_{s}": g(luma, v) for who, g in (("joined", G), ("colour", Gc), ("style", Gs))
+                for s, v in (("natural", nat), ("ukiyoe", ukiyoe))}
+
+
 def test_colour_and_style_runs_join(tmp_path: Path):
-    """--style-checkpoint: natural output comes from the colour run, full style from the style run."""
+    """--style-checkpoint: natural output comes from the colour run, full style from the style run.
+    The colour run may have fine-tuned the encoder past stride 8 (--encoder-tune-stride 16): the
+    style branch reads only the layers before; a change there is refused."""
     colour = make_checkpoint(tmp_path / "colour.pt", seed=3)
     style = make_checkpoint(tmp_path / "style.pt", seed=4)
     with pytest.raises(ExportError, match="different encoder"):
@@ -369,18 +383,27 @@ def test_colour_and_style_runs_join(tmp_path: Path):
     for name in ("G", "G_ema"):  # as in real runs: both start from the same frozen encoder
         ck_s[name].update({k: v for k, v in ck_c[name].items() if k.startswith("encoder.")})
     torch.save(ck_s, style)
-    G, ck = load_generator(colour, style_checkpoint=style)
-    Gc, _ = load_generator(colour)
-    Gs, _ = load_generator(style)
-    luma = torch.rand(1, 1, 64, 96)
-    nat, ukiyoe = torch.eye(5)[[0]], torch.eye(5)[[1]]
-    with torch.no_grad():
-        assert torch.equal(G(luma, nat), Gc(luma, nat))
-        assert torch.equal(G(luma, ukiyoe), Gs(luma, ukiyoe))
-        assert not torch.allclose(G(luma, ukiyoe), Gc(luma, ukiyoe))
+    out = _joined_outputs(colour, style)
+    assert torch.equal(out["joined_natural"], out["colour_natural"])
+    assert torch.equal(out["joined_ukiyoe"], out["style_ukiyoe"])
+    assert not torch.allclose(out["joined_ukiyoe"], out["colour_ukiyoe"])
+    _, ck = load_generator(colour, style_checkpoint=style)
     assert ck["style_checkpoint"]["path"] == str(style)
     manifest = export_onnx(ExportConfig(checkpoint=str(colour), style_checkpoint=str(style), out=str(tmp_path / "joined"), simplify=False))
     assert manifest["training"]["style_run"]["path"] == str(style)
+
+    for name in ("G", "G_ema"):  # the colour run's own stride-16 layers: still joins
+        ck_c[name]["encoder.blocks.12.project.conv.weight"] = ck_c[name]["encoder.blocks.12.project.conv.weight"] * 1.5
+    torch.save(ck_c, colour)
+    out = _joined_outputs(colour, style)
+    assert torch.equal(out["joined_natural"], out["colour_natural"])
+    assert not torch.equal(out["joined_natural"], out["style_natural"])
+    assert torch.equal(out["joined_ukiyoe"], out["style_ukiyoe"])
+    for name in ("G", "G_ema"):  # a layer behind the stride-8 features: refused, naming it
+        ck_c[name]["encoder.blocks.4.dw.conv.bias"] = ck_c[name]["encoder.blocks.4.dw.conv.bias"] + 0.1
+    torch.save(ck_c, colour)
+    with pytest.raises(ExportError, match="blocks.4.dw.conv.bias"):
+        load_generator(colour, style_checkpoint=style)
 
 
 def test_task_switch_skips_the_style_branch_for_natural_inputs(tiny_checkpoint: Path, tiny_model_dir: Path, tmp_path: Path):
@@ -389,8 +412,16 @@ def test_task_switch_skips_the_style_branch_for_natural_inputs(tiny_checkpoint: 
     give the plain export's numbers."""
     import onnxruntime as ort
 
+    from export.switch import SPLIT_NODE
+
     model = onnx.load(str(tiny_model_dir / "model.onnx"))
-    (switch,) = [n for n in model.graph.node if n.op_type == "If"]
+    (split,) = [n for n in model.graph.node if n.name == SPLIT_NODE]  # the encoder past stride 8, for natural weight only
+    skip, high = ({a.name: a.g for a in split.attribute}[k] for k in ("then_branch", "else_branch"))
+    assert not any(n.op_type == "Conv" and "blocks" in "".join(n.input) for n in skip.node)
+    assert {o.name for o in high.output} == {o.name for o in skip.output} == {"enc_f16", "enc_f32"}
+    assert len([n for n in high.node if n.op_type == "Conv"]) > 30 and len(skip.initializer) == 2
+    assert sum(t.dims[0] for t in skip.initializer) == 96 + 320  # grouped zero convolutions: 416 weights
+    (switch,) = [n for n in model.graph.node if n.name == "switch_if"]
     branches = {a.name: a.g for a in switch.attribute}
     assert not any("style_" in n.name for n in branches["then_branch"].node)
     (inner,) = [n for n in branches["else_branch"].node if n.op_type == "If"]  # no natural weight: style branch only

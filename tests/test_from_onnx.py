@@ -62,7 +62,7 @@ def test_bundled_model_is_recovered_within_parity(tmp_path: Path):
 def test_a_graph_whose_branches_disagree_is_refused(model_copy: Path, tmp_path: Path):
     """One copy of a decoder weight changed in one branch only: not a graph the exporter wrote."""
     model = onnx.load(str(model_copy / "model.onnx"))
-    if_node = next(n for n in model.graph.node if n.op_type == "If")
+    if_node = next(n for n in model.graph.node if n.name == "switch_if")
     natural = next(a.g for a in if_node.attribute if a.name == "then_branch")
     t = next(t for t in natural.initializer if t.name.endswith("G.up16.conv.bias"))
     t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) + 1.0, t.name))
@@ -76,6 +76,27 @@ def test_a_graph_whose_branches_disagree_is_refused(model_copy: Path, tmp_path: 
     edit_manifest(model_copy, refresh)
     with pytest.raises(RecoveryError, match="differs between the graph's branches"):
         recover(RecoverConfig(model_dir=str(model_copy), out=str(tmp_path / "r.pt")))
+
+
+def test_a_release_11_layout_is_recovered(model_copy: Path, tiny_checkpoint: Path, tmp_path: Path):
+    """Graphs exported before the encoder split (the whole encoder in the main graph, as releases
+    up to 11 ship) are recognised and read back as exactly."""
+    from export.onnx_export import load_generator
+    from export.switch import SPLIT_NODE, switched_model
+
+    G, _ = load_generator(tiny_checkpoint)
+    old = switched_model(G.eval(), 17, tmp_path, simplify=True, split_encoder=False)
+    assert not any(n.name == SPLIT_NODE for n in old.graph.node)
+    onnx.save(old, str(model_copy / "model.onnx"))
+    digest, size = sha256_file(model_copy / "model.onnx"), (model_copy / "model.onnx").stat().st_size
+
+    def refresh(raw: dict) -> None:
+        raw.update(sha256=digest, bytes=size)
+        raw["artifacts"][0].update(sha256=digest, bytes=size)
+
+    edit_manifest(model_copy, refresh)
+    got, want = _weights(recover(RecoverConfig(model_dir=str(model_copy), out=str(tmp_path / "r.pt")))), _weights(tiny_checkpoint)
+    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
 def test_an_existing_output_is_kept(tiny_model_dir: Path, tmp_path: Path):

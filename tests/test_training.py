@@ -189,6 +189,27 @@ def test_semantic_features_are_the_pretrained_head_and_train_the_colour_decoder(
     assert parse_args(["--semantic"]).generator_config().semantic
 
 
+def test_encoder_tune_stride_trains_only_what_the_colour_decoder_reads(tmp_path: Path, photo_folder: Path):
+    """--lr-encoder with --encoder-tune-stride 16: the stride-16/32 blocks and the head change, the
+    stem and the blocks behind the style branch's stride-4/8 features keep their ImageNet weights."""
+    from safetensors.torch import load_file
+
+    tr = Trainer(_tiny_cfg(tmp_path, photo_folder, semantic=True, lr_encoder=1e-3, encoder_tune_stride=16))
+    ref = load_file(str(MOBILENET))
+    style_keys = {k.removeprefix("encoder.") for k in tr.G.encoder_keys_read_by_style()}
+    assert "stem.conv.weight" in style_keys and "blocks.5.project.conv.weight" in style_keys
+    assert "blocks.6.dw.conv.weight" not in style_keys and "head.conv.weight" not in style_keys
+    for _ in range(3):
+        tr.train_step()
+    enc = tr.G.encoder.state_dict()
+    assert all(torch.equal(enc[k], ref[k]) for k in style_keys if k != "stem.conv.weight")
+    assert torch.equal(enc["stem.conv.weight"], ref["stem.conv.weight"].sum(dim=1, keepdim=True))  # folded to one channel
+    assert not torch.equal(enc["blocks.12.project.conv.weight"], ref["blocks.12.project.conv.weight"])
+    assert not torch.equal(enc["head.conv.weight"], ref["head.conv.weight"])
+    with pytest.raises(ValueError, match="encoder_tune_stride"):
+        Trainer(_tiny_cfg(tmp_path / "bad", photo_folder, encoder_tune_stride=3))
+
+
 def test_style_steps_lower_the_style_loss(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
     """Style steps (VGG Gram + content + adversarial) on real paintings lower the Gram loss."""
     cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, styles_root=str(datasets / "styles"),

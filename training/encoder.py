@@ -102,17 +102,51 @@ class MobileNetV2Encoder(nn.Module):
             stride *= s
             last_at[stride] = len(blocks) - 1
         self.taps = {i: s for s, i in last_at.items()}  # block index -> stride, last block at each stride
+        self.block_strides = [min(s for s, last in last_at.items() if last >= i) for i in range(len(blocks))]  # output stride per block
         self.blocks = nn.ModuleList(blocks)
         self.head = ConvAct(cin, SEMANTIC_CHANNELS, 1) if head else None
 
     def forward(self, luma: torch.Tensor) -> list[torch.Tensor]:
-        x = self.stem(luma * 2.0 - 1.0)  # [N,32,H/2]
+        f4, f8 = self.low(luma)
+        return [f4, f8, *self.high(f8)]  # [N,24,H/4], [N,32,H/8], [N,96,H/16], [N,320,H/32]
+
+    def low(self, luma: torch.Tensor) -> list[torch.Tensor]:
+        """The stem and the blocks up to stride 8: luma -> [f4 [N,24,H/4], f8 [N,32,H/8]] (all the
+        style branch reads)."""
+        return self._blocks(self.stem(luma * 2.0 - 1.0), lambda s: s <= 8)  # from [N,32,H/2]
+
+    def high(self, f8: torch.Tensor) -> list[torch.Tensor]:
+        """The blocks past stride 8: f8 -> [f16 [N,96,H/16], f32 [N,320,H/32]] (only the colour
+        decoder reads them)."""
+        return self._blocks(f8, lambda s: s > 8)
+
+    def _blocks(self, x: torch.Tensor, keep) -> list[torch.Tensor]:
         out = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if self.taps.get(i) in FEATURE_CHANNELS:
-                out.append(x)
-        return out  # [N,24,H/4], [N,32,H/8], [N,96,H/16], [N,320,H/32]
+        for i, (block, stride) in enumerate(zip(self.blocks, self.block_strides)):
+            if keep(stride):
+                x = block(x)
+                if self.taps.get(i) in FEATURE_CHANNELS:
+                    out.append(x)
+        return out
+
+    def layers_from(self, stride: int) -> list[nn.Module]:
+        """The layers whose output stride is ``stride`` or coarser (the head counts as stride 32).
+
+        ``layers_from(16)`` are the layers only the stride-16 and -32 taps depend on: changing them
+        leaves the stride-4 and -8 features unchanged.
+
+        Raises:
+            ValueError: ``stride`` is not one of 2, 4, 8, 16, 32.
+
+        Example:
+            >>> len(MobileNetV2Encoder(head=True).layers_from(32))  # blocks 13-16 and the head
+            5
+        """
+        if stride not in (2, 4, 8, 16, 32):
+            raise ValueError(f"stride must be one of 2, 4, 8, 16, 32 (the encoder's stages), got {stride}")
+        layers = [self.stem] if stride <= 2 else []
+        layers += [b for b, s in zip(self.blocks, self.block_strides) if s >= stride]
+        return layers + ([self.head] if self.head is not None else [])
 
     def load_pretrained(self, path: str | Path) -> None:
         """Load the shared ImageNet weights (stem folded to one channel; the classifier, and the head

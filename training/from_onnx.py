@@ -68,10 +68,11 @@ def _initializers(graph, found: dict[str, np.ndarray] | None = None) -> dict[str
     return found
 
 
-def _probe_map(G, work: Path, opset: int) -> tuple[dict[str, tuple[str, bool]], dict[str, np.ndarray]]:
+def _probe_map(G, work: Path, opset: int, split_encoder: bool = True) -> tuple[dict[str, tuple[str, bool]], dict[str, np.ndarray]]:
     """Fill ``G``'s parameters with distinct random values, export it as the exporter does, and
     return (for each graph weight that is a parameter: (parameter name, transposed?); every weight
-    of the probe's graph, by name). ``opset``: the shipped model's, so that both graphs line up."""
+    of the probe's graph, by name). ``opset`` and ``split_encoder`` (the graph's layout): the
+    shipped model's, so that both graphs line up."""
     import torch
 
     from export.switch import switched_model
@@ -81,7 +82,7 @@ def _probe_map(G, work: Path, opset: int) -> tuple[dict[str, tuple[str, bool]], 
     with torch.no_grad():
         for p in params.values():
             p.copy_(torch.randn(p.shape, generator=gen))
-    probe = _initializers(switched_model(G.eval(), opset, work, simplify=True).graph)
+    probe = _initializers(switched_model(G.eval(), opset, work, simplify=True, split_encoder=split_encoder).graph)
     by_size: dict[int, list[tuple[str, np.ndarray]]] = {}
     for name, p in params.items():
         by_size.setdefault(p.numel(), []).append((name, p.detach().numpy()))
@@ -152,6 +153,7 @@ def recover(cfg: RecoverConfig) -> Path:
     import torch
 
     from export.onnx_export import OPSET, ExportConfig, _parity_inputs, parity
+    from export.switch import SPLIT_NODE
     from sdk.manifest import load_manifest
     from training.model import Generator, GeneratorConfig
     from training.train import TrainConfig
@@ -178,7 +180,8 @@ def recover(cfg: RecoverConfig) -> Path:
         if gcfg.ink_style:
             probe_G.ink_palette.copy_(ink_marker)
     with tempfile.TemporaryDirectory() as tmp:
-        mapping, probe = _probe_map(probe_G, Path(tmp), manifest.primary.opset or OPSET)
+        split = any(n.name == SPLIT_NODE for n in shipped_model.graph.node)  # False: a release-11-or-older layout
+        mapping, probe = _probe_map(probe_G, Path(tmp), manifest.primary.opset or OPSET, split)
     # The read-out's class log-weights are folded as prior_correction * log w; the ink palette as is.
     folded = (_buffer(probe, shipped, log_w_marker, gcfg.prior_correction, "the prior correction's class weights")
               if gcfg.prior_correction else None)

@@ -57,6 +57,10 @@ majority's ink, a tie stays a blend (continuous, so ONNX Runtime and PyTorch agr
 KEY_LINE_SCALE = 1.6
 """Ratio of the two Gaussians of the key lines' difference of Gaussians (Marr & Hildreth's 1.6)."""
 
+STYLE_FEATURE_STRIDE = 8
+"""The style branch reads the encoder's features at strides 4 and 8 only (:meth:`Generator.styled`):
+the layers past them serve the colour decoder alone and may be fine-tuned for it."""
+
 CHROMA_GAIN_LIMITS = (0.5, 2.0)
 """Range of the per-image chroma gain (``GeneratorConfig.chroma_gain``): at most halves or doubles an image's chroma."""
 
@@ -362,9 +366,20 @@ class Generator(nn.Module):
             self.register_buffer("line_fine", gaussian_kernel(cfg.ink_lines_sigma), persistent=False)
             self.register_buffer("line_coarse", gaussian_kernel(KEY_LINE_SCALE * cfg.ink_lines_sigma), persistent=False)
 
-    def freeze_encoder(self, frozen: bool = True) -> None:
-        """Stop (or restart) gradients into the pretrained encoder."""
-        self.encoder.requires_grad_(not frozen)
+    def freeze_encoder(self, frozen: bool = True, from_stride: int = 2) -> None:
+        """Stop gradients into the pretrained encoder, or (``frozen=False``) let them into its layers
+        at ``from_stride`` and coarser only (2: all of it; 16: what only the colour decoder reads,
+        see :data:`STYLE_FEATURE_STRIDE`)."""
+        self.encoder.requires_grad_(False)
+        if not frozen:
+            for layer in self.encoder.layers_from(from_stride):
+                layer.requires_grad_(True)
+
+    def encoder_keys_read_by_style(self) -> list[str]:
+        """State-dict keys of the encoder weights the style branch's features depend on (strides up to
+        :data:`STYLE_FEATURE_STRIDE`): two runs join at export only if these are equal."""
+        tuned = {id(p) for layer in self.encoder.layers_from(2 * STYLE_FEATURE_STRIDE) for p in layer.parameters()}
+        return [f"encoder.{n}" for n, p in self.encoder.named_parameters() if id(p) not in tuned]
 
     def colour_logits(self, feats: list[torch.Tensor], style: torch.Tensor) -> torch.Tensor:
         """Colour decoder: encoder features -> colour logits [N,Q,H/4,W/4]."""

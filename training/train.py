@@ -76,6 +76,10 @@ class TrainConfig:
     style_limit: int = 0
     lr_g: float = 5e-4
     lr_encoder: float = 0.0
+    # With lr_encoder > 0: fine-tune the encoder's layers at this stride and coarser (2: all of it;
+    # 16: the stride-16/32 blocks and the head, which only the colour decoder reads, so a style run
+    # on the pretrained encoder still joins at export).
+    encoder_tune_stride: int = 2
     lr_d: float = 2e-4
     w_ce: float = 1.0
     rebalance_lambda: float = 0.5
@@ -311,6 +315,8 @@ class Trainer:
         if cfg.w_shift and (cfg.shift_margin <= 0 or cfg.shift_margin % 32):
             raise ValueError(f"shift_margin must be a positive multiple of 32 (the encoder's stride, so the crop's features "
                              f"align with the larger photo's); got {cfg.shift_margin}")
+        if cfg.encoder_tune_stride not in (2, 4, 8, 16, 32):
+            raise ValueError(f"encoder_tune_stride must be one of 2, 4, 8, 16, 32 (the encoder's stages); got {cfg.encoder_tune_stride}")
         unknown = sorted(set(cfg.school_styles) - set(PAINTING_STYLES))
         if unknown:
             raise ValueError(f"whole_school names styles (comma-separated) among {PAINTING_STYLES}; got {unknown} in {cfg.whole_school!r}")
@@ -331,7 +337,7 @@ class Trainer:
         self.G = Generator(cfg.generator_config()).to(self.device)
         if cfg.mobilenet:
             self.G.encoder.load_pretrained(cfg.mobilenet)
-        self.G.freeze_encoder(cfg.lr_encoder <= 0)
+        self.G.freeze_encoder(cfg.lr_encoder <= 0, cfg.encoder_tune_stride)
         self.G_ema = Generator(cfg.generator_config()).to(self.device).eval().requires_grad_(False)
         if cfg.ink_style:  # train through the ink read-out the export will bake in (same palette, recomputed there)
             palette = ink_palette(cfg.styles_root, cfg.ink_style, cfg.inks)
