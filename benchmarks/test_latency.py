@@ -15,6 +15,7 @@ import pytest
 import calibration
 from conftest import SIZES, info, photo, threads
 from sdk import contract, processing
+from sdk.fusion import FUSE_METHODS
 from sdk.io import decode
 
 GATED = {("colorize", "1024"), ("colorize", "4096x3072"), ("stylize", "512"), ("fuse-laplacian", "512")}
@@ -51,7 +52,7 @@ def test_stylize(benchmark, pipeline, size):
 
 FUSE_CASES = [
     pytest.param(m, s, marks=pytest.mark.gate) if ("fuse-" + m, s) in GATED else (m, s)
-    for m in ("laplacian", "weighted", "luminance") for s in SIZES
+    for m in FUSE_METHODS for s in SIZES
 ]
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from sdk import __version__, folder
 from sdk.errors import ChromaforgeError, InvalidArgumentError, OutputExistsError
 from sdk.folder import collect_inputs, plan_outputs, save_atomic  # noqa: F401  (sdk.cli's older public names)
+from sdk.fusion import FUSE_METHODS
 from sdk.io import FOLDER_SUFFIXES
 
 
@@ -125,14 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", default="ukiyoe", help="a style name or a blend: ukiyoe=0.6,rococo=0.4")
     s.add_argument("--strength", type=float, default=1.0)
     s.add_argument("--saturation", type=float, default=1.0, help="factor on the result's colour, 0..2 (1: the model's)")
-    s.add_argument("--fuse", choices=["laplacian", "weighted", "luminance"], default=None, help="fuse the result with the input")
+    s.add_argument("--fuse", choices=list(FUSE_METHODS), default=None, help="fuse the result with the input")
     s.add_argument("--detail", type=float, default=0.7, help="detail restored by --fuse laplacian")
+    s.add_argument("--fuse-weight", type=float, default=0.5, help="weight of --fuse weighted / luminance / tone (tone: the photo's share of the tonal layout)")
     outputs(s)
     engine(s)
     f = sub.add_parser("fuse", help="blend a stylized image with its original", parents=[common])
     f.add_argument("content", help="original image (or folder)")
     f.add_argument("stylized", help="stylized image (or folder with the same file names)")
-    f.add_argument("--method", default="laplacian", choices=["laplacian", "weighted", "luminance"])
+    f.add_argument("--method", default="laplacian", choices=list(FUSE_METHODS))
     f.add_argument("--detail", type=float, default=0.7)
     f.add_argument("--weight", type=float, default=0.5)
     outputs(f)
@@ -227,7 +229,7 @@ def _params(args: argparse.Namespace):
 
     if args.command == "colorize":
         return stages.Params(saturation=args.saturation)
-    fuse = fusion.FuseParams(args.fuse, detail=args.detail) if args.fuse else None
+    fuse = fusion.FuseParams(args.fuse, detail=args.detail, weight=args.fuse_weight) if args.fuse else None
     return stages.Params(stages.parse_style(args.style), args.strength, fuse, args.saturation)
 
 

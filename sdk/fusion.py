@@ -17,7 +17,7 @@ from sdk import processing
 from sdk.errors import InvalidArgumentError
 from sdk.io import MAX_PIXELS, ImageInput, decode, encode
 
-FUSE_METHODS = ("laplacian", "weighted", "luminance")
+FUSE_METHODS = ("laplacian", "weighted", "luminance", "tone")
 
 
 @dataclass(frozen=True)
@@ -29,11 +29,14 @@ class FuseParams:
         ``detail`` of the content's detail (1 = all of it), the rest come from the stylized image.
         ``weighted``: per-pixel ``weight * stylized + (1 - weight) * content``.
         ``luminance``: the stylized colour on the content's luminance, ``weight`` scaling the colour.
+        ``tone``: the stylized image with the content's coarse luminance (its tonal layout on a
+        16-cell grid, :func:`sdk.processing.fuse_tone`), ``weight`` its share: strokes and colour
+        stay the style's, a night sky stays dark.
 
     Args:
         method: one of :data:`FUSE_METHODS`.
         detail, detail_levels, levels: Laplacian parameters (detail in [0, 1], levels >= 1).
-        weight: for ``weighted`` and ``luminance``, in [0, 1].
+        weight: for ``weighted``, ``luminance`` and ``tone``, in [0, 1].
 
     Raises:
         InvalidArgumentError: unknown method or parameter out of range.
@@ -77,6 +80,8 @@ def fuse_rgb(content: np.ndarray, stylized: np.ndarray, params: FuseParams, work
         return processing.fuse_laplacian(content, stylized, params.detail, params.detail_levels, params.levels, workers)
     if params.method == "weighted":
         return processing.fuse_weighted(content, stylized, params.weight, workers)
+    if params.method == "tone":
+        return processing.fuse_tone(content, stylized, params.weight, workers)
     return processing.fuse_luminance(content, stylized, params.weight, workers)
 
 

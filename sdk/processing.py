@@ -471,6 +471,72 @@ def fuse_weighted(content: np.ndarray, stylized: np.ndarray, weight: float, work
     return out
 
 
+TONE_SIDE = 16
+"""Cells along the longer side of the grid on which ``tone`` fusion takes the content's luminance:
+the image's tonal layout (a dark sky, a bright window) at the same scale at every resolution."""
+
+
+def tone_grid(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column cell boundaries of the ``tone`` grid: ``n + 1`` edges per axis, cells of
+    (near) equal size, :data:`TONE_SIDE` along the longer side (at most one cell per pixel)."""
+    cell = max(h, w) / TONE_SIDE
+    nh, nw = (max(1, min(n, round(n / cell))) for n in (h, w))
+    return (np.arange(nh + 1) * h) // nh, (np.arange(nw + 1) * w) // nw
+
+
+def _cell_sums(plane: np.ndarray, rows: np.ndarray, cols: np.ndarray, first: int) -> np.ndarray:
+    """Sums of ``plane`` (rows ``first``.. of the image) over the grid cells; [cells_y, cells_x]."""
+    out = np.zeros((len(rows) - 1, len(cols) - 1), np.float64)
+    col_sums = np.add.reduceat(plane, cols[:-1], axis=1, dtype=np.float64)  # [rows, cells_x]
+    cell_of_row = np.searchsorted(rows, np.arange(first, first + len(plane)), side="right") - 1
+    np.add.at(out, cell_of_row, col_sums)
+    return out
+
+
+def fuse_tone(content: np.ndarray, stylized: np.ndarray, weight: float, workers: int | None = None) -> np.ndarray:
+    """The content's tonal layout under the stylized image's strokes and colour.
+
+    With ``dY`` = the content's luminance minus the stylized image's, averaged over the cells of
+    :func:`tone_grid` (:data:`TONE_SIDE` cells along the longer side) and upsampled bilinearly back
+    to full size (``L(dY)``), the result keeps the stylized Cb, Cr and has luminance
+    ``Y_s + weight * L(dY)`` (gamut-preserving conversion, as :func:`ycbcr_to_rgb_u8`). Strokes and
+    colours stay the style's; where the photo is dark (a night sky) the painting is dark too.
+    Memory: the output and row tiles (two passes over the inputs: cell sums, then the result).
+    """
+    m = np.asarray(contract.RGB_TO_YCBCR, np.float32) / np.float32(255.0)
+    h, w = content.shape[:2]
+    rows, cols = tone_grid(h, w)
+    counts = np.outer(np.diff(rows), np.diff(cols)).astype(np.float64)
+    y255 = m[0] * np.float32(255.0)
+    wt = np.float32(weight)
+    if not fast_path_enabled():
+        ycc = stylized.astype(np.float32) @ m.T
+        dy = content.astype(np.float32) @ y255 - ycc[..., 0] * np.float32(255.0)
+        low = resize_plane((_cell_sums(dy, rows, cols, 0) / counts).astype(np.float32), (h, w))
+        y = np.clip(ycc[..., 0] + wt * low / np.float32(255.0), 0.0, 1.0)
+        return ycbcr_to_rgb_u8(np.ascontiguousarray(y), np.ascontiguousarray(ycc[..., 1]), np.ascontiguousarray(ycc[..., 2]))
+    parts: list[np.ndarray] = []
+
+    def sums(s: int, e: int) -> None:
+        dy = content[s:e].astype(np.float32) @ y255
+        dy -= stylized[s:e].astype(np.float32) @ y255
+        parts.append(_cell_sums(dy, rows, cols, s))  # list.append is atomic: tiles may run on threads
+
+    _tiles(h, w, sums, workers)
+    low = _Upsampled((np.sum(parts, axis=0) / counts).astype(np.float32), (h, w))
+    out = np.empty(content.shape, np.uint8)
+
+    def work(s: int, e: int) -> None:
+        st = stylized[s:e].astype(np.float32)
+        y = st @ y255
+        y += wt * low.tile(s, e)
+        np.clip(y, 0.0, 255.0, out=y)
+        _ycc_tile(y, st @ m[1], st @ m[2], out[s:e])
+
+    _tiles(h, w, work, workers)
+    return out
+
+
 def fuse_luminance(content: np.ndarray, stylized: np.ndarray, weight: float, workers: int | None = None) -> np.ndarray:
     """The stylized image's colour (Cb, Cr) on the content's luminance; ``weight`` scales the colour.
 

@@ -207,6 +207,17 @@ def test_cli_stylize_blend_with_fuse(tiny_model_dir, tiny_pipeline, grey_png, tm
     assert np.abs(got.astype(int) - np.asarray(plain)).mean() > 0.5  # the fusion did something
 
 
+def test_cli_stylize_fuse_tone_takes_the_fuse_weight(tiny_model_dir, tiny_pipeline, grey_png, tmp_path, capsys):
+    """stylize --fuse tone --fuse-weight 1 writes fuse(input, stylize(input), method="tone", weight=1)."""
+    out = tmp_path / "art.png"
+    assert cli.main(cli_args(tiny_model_dir, "stylize", str(grey_png), "--style", "rococo", "--fuse", "tone",
+                             "--fuse-weight", "1", "-o", str(out))) == 0
+    expected = sdk.fuse(grey_png, tiny_pipeline.stylize(grey_png, "rococo"), method="tone", weight=1.0)
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(expected))
+    half = sdk.fuse(grey_png, tiny_pipeline.stylize(grey_png, "rococo"), method="tone", weight=0.5)
+    assert not np.array_equal(np.asarray(half), np.asarray(expected))
+
+
 def test_cli_saturation(tiny_model_dir, tiny_pipeline, grey_png, tmp_path, capsys):
     """colorize / stylize --saturation write what the API gives; a value outside [0, 2] exits 2 and writes nothing."""
     out = tmp_path / "c.png"

@@ -171,6 +171,60 @@ def test_luminance_fuse_weight_zero_is_content(midtone_pair):
     assert np.abs(out.astype(int) - c).max() <= 1
 
 
+def test_tone_fuse_takes_the_content_tone_and_keeps_the_stylized_strokes_and_colour(midtone_pair):
+    """tone (weight 1): the luminance the result adds to the stylized image is smooth (the tone grid's
+    bilinear upsampling), its image mean is the content's; the stylized chroma is kept."""
+    c, s = midtone_pair
+    out = sdk.fuse(c, s, method="tone", weight=1.0)
+    assert unclipped(out).all()
+    added = luma(out) - luma(s)
+
+    def blocks(y: np.ndarray) -> np.ndarray:  # 4x4 block means: the tonal layout
+        return y.reshape(4, y.shape[0] // 4, 4, y.shape[1] // 4).mean(axis=(1, 3))
+
+    assert np.abs(blocks(luma(out)) - blocks(luma(c))).mean() < 0.3 * np.abs(blocks(luma(s)) - blocks(luma(c))).mean()
+    assert np.abs(np.diff(added, axis=1)).mean() < 0.3 * np.abs(np.diff(luma(c) - luma(s), axis=1)).mean()  # 8-bit rounding aside
+    assert np.abs(chroma(out) - chroma(s)).max() <= 1.5
+    assert np.abs(sdk.fuse(c, s, method="tone", weight=0.0).astype(int) - s).max() <= 1
+
+
+def test_tone_fuse_keeps_a_dark_sky_dark():
+    """A photo dark above and bright below, a stylized image lightly textured mid-grey everywhere:
+    the result is dark above and bright below, with the stylized texture in both halves."""
+    rng = np.random.default_rng(5)
+    photo = np.full((240, 320, 3), 200, np.uint8)
+    photo[:120] = 25
+    texture = rng.normal(0, 12, (240, 320, 1))
+    stylized = np.clip(128 + texture + np.array([[[10, 0, -10]]]), 0, 255).astype(np.uint8)
+    out = luma(sdk.fuse(photo, stylized, method="tone", weight=1.0))
+    assert out[:100].mean() < 45 and out[140:].mean() > 180
+    for part in (slice(10, 100), slice(140, 230)):  # away from the transition, the strokes are the stylized ones
+        assert np.corrcoef(out[part, 10:-10].ravel(), luma(stylized)[part, 10:-10].ravel())[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 2), (17, 40), (301, 517), (1000, 700)])
+def test_fast_tone_matches_reference_for_any_thread_count(monkeypatch, shape):
+    rng = np.random.default_rng(shape[1])
+    c = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    s = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
+    monkeypatch.setattr(processing, "TILE_PIXELS", 4096)  # many tiles
+    fast = [processing.fuse_tone(c, s, 0.7, workers=n) for n in (1, 3)]
+    assert np.array_equal(fast[0], fast[1])
+    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
+    diff = np.abs(fast[0].astype(int) - processing.fuse_tone(c, s, 0.7))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float rounding only
+
+
+def test_tone_grid_cells():
+    """16 near-equal cells along the longer side, the other side's in proportion, never more cells than pixels."""
+    rows, cols = processing.tone_grid(3072, 4096)
+    assert len(cols) == 17 and len(rows) == 13 and set(np.diff(cols)) == set(np.diff(rows)) == {256}
+    rows, cols = processing.tone_grid(1000, 700)
+    assert len(rows) == 17 and len(cols) == 12 and set(np.diff(rows)) == {62, 63}
+    assert [len(a) - 1 for a in processing.tone_grid(5, 9)] == [5, 9]
+    assert [len(a) - 1 for a in processing.tone_grid(1, 1)] == [1, 1]
+
+
 def test_fuse_resizes_stylized_to_content(small, stylized_small):
     """A stylized image of another size is resized (bilinear) to the content's size."""
     half = np.asarray(Image.fromarray(stylized_small).resize((64, 48), Image.BILINEAR))

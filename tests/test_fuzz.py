@@ -32,6 +32,7 @@ from PIL import Image, ImageOps
 import sdk
 from sdk import processing
 from sdk.errors import ChromaforgeError
+from sdk.fusion import FUSE_METHODS
 
 LONG = int(os.environ.get("CHROMAFORGE_FUZZ_EXAMPLES", "0"))
 
@@ -261,7 +262,7 @@ def test_fuzz_style_options(pipe, style, strength):
 
 
 @budget(ci=120)
-@given(method=st.one_of(st.sampled_from(["laplacian", "weighted", "luminance"]), ANY_VALUE),
+@given(method=st.one_of(st.sampled_from(FUSE_METHODS), ANY_VALUE),
        detail=ANY_VALUE, detail_levels=st.one_of(st.integers(-3, 40), ANY_VALUE), levels=st.one_of(st.integers(-3, 40), ANY_VALUE),
        weight=ANY_VALUE, workers=st.one_of(st.none(), st.integers(-2, 10**7), ANY_VALUE))
 def test_fuzz_fuse_options(method, detail, detail_levels, levels, weight, workers):

@@ -174,6 +174,11 @@ def test_stylize_parameters(server, tiny_pipeline):
     art = tiny_pipeline.stylize(img, "pointillism")
     fused = sdk.fuse(img, art, method="laplacian", detail=1.0)
     assert np.abs(decoded(r.content).astype(int) - fused).max() <= 3
+    # fuse_weight reaches the tone fusion
+    r = httpx.post(server + "/v1/stylize", params={"style": "pointillism", "fuse": "tone", "fuse_weight": "1"}, content=png(img))
+    assert r.status_code == 200
+    assert np.abs(decoded(r.content).astype(int) - sdk.fuse(img, art, method="tone", weight=1.0)).max() <= 3
+    assert np.abs(decoded(r.content).astype(int) - sdk.fuse(img, art, method="tone", weight=0.5)).max() > 3  # the weight mattered
 
 
 def test_fuse_endpoint(server):

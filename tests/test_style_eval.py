@@ -107,6 +107,29 @@ def test_cli_scores_a_model(cached, small_cfg, tiny_model_dir, tmp_path, capsys)
     for b in m["edge_bands"].values():
         assert list(b) == ["top", "bottom", "left", "right", "abs"] and 0.0 <= b["abs"] <= 255.0
         assert b["abs"] == pytest.approx(np.mean([abs(b[k]) for k in ("top", "bottom", "left", "right")]), abs=0.06)
+    assert list(m["tone_layout"]) == styles and all(0.0 <= v <= 255.0 for v in m["tone_layout"].values())
+    assert m["fuse"] is None
+
+    # --fuse tone --fuse-weight 1: the outputs keep the photos' tonal layout
+    rc = se.main(["--model-dir", str(tiny_model_dir), "--classifier", str(path), "--datasets", small_cfg.datasets,
+                  "--vgg", small_cfg.vgg, "--size", "64", "--per-class", "12", "--val-per-class", "2", "--pca-dims", "32",
+                  "--limit", "2", "--threads", "1", "--backend", "onnxruntime-cpu", "--json", str(out), "--fuse", "tone",
+                  "--fuse-weight", "1"])
+    assert rc == 0
+    fused = json.loads(out.read_text())["model"]
+    assert fused["fuse"]["method"] == "tone" and fused["fuse"]["weight"] == 1.0
+    assert all(fused["tone_layout"][s] < 0.5 * m["tone_layout"][s] for s in styles), (fused["tone_layout"], m["tone_layout"])
+
+
+def test_tone_layout_error():
+    """The mean |difference| of 16-cell luminance means: 0 for the same layout under any fine texture
+    that averages out over the cells, the offset for a uniform shift."""
+    rng = np.random.default_rng(1)
+    y_in = np.repeat(np.linspace(20, 220, 16), 20)[None, :].repeat(240, 0)  # 240 x 320, one tone per 20-px column
+    checker = np.where((np.add.outer(np.arange(240), np.arange(320)) % 2) == 0, 10.0, -10.0)
+    assert se.tone_layout_error(y_in + checker, y_in) == pytest.approx(0.0, abs=1e-9)
+    assert se.tone_layout_error(y_in + 7.0, y_in) == pytest.approx(7.0)
+    assert se.tone_layout_error(rng.uniform(0, 255, (240, 320)), y_in) > 20
 
 
 def test_edge_bands_find_a_frame():

@@ -474,7 +474,23 @@ def edge_bands(y_out: np.ndarray, y_in: np.ndarray, fraction: float = EDGE_BAND_
     return {side: float(band.mean()) - inner for side, band in zip(EDGE_SIDES, bands)}
 
 
-def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg, size: int = 224, batch: int = 16) -> dict:
+def tone_layout_error(y_out: np.ndarray, y_in: np.ndarray) -> float:
+    """Mean |difference| (8-bit levels) between two luminance planes averaged over the cells of
+    :func:`sdk.processing.tone_grid`: how far an output's tonal layout (a dark sky, a bright
+    window) moved from the photo's."""
+    from sdk import processing
+
+    rows, cols = processing.tone_grid(*y_in.shape)
+    n = np.outer(np.diff(rows), np.diff(cols))
+
+    def cells(y: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(np.add.reduceat(y.astype(np.float64), rows[:-1], axis=0), cols[:-1], axis=1) / n
+
+    return float(np.abs(cells(y_out) - cells(y_in)).mean())
+
+
+def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg, size: int = 224, batch: int = 16,
+                   fuse=None) -> dict:
     """Stylize each photo in every painting style and score the outputs.
 
     Args:
@@ -483,6 +499,8 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         photos: HxWx3 uint8 colour photos (the generator reads their luminance only).
         vgg: the VGG used for the classifier's features.
         size, batch: feature settings (must match the classifier's ``size``).
+        fuse: an :class:`sdk.fusion.FuseParams` applied to every output with its photo (what a
+            user's ``--fuse`` gives), or None.
 
     Returns:
         ``{"photos", "style_score", "style_score_mean", "style_prob", "as_photo", "confusion",
@@ -491,9 +509,10 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         ``confusion`` rows are the intended styles, columns :data:`CLASSES`; ``pairs["a/b"]`` has
         ``mad`` (mean |a - b| in 8-bit levels over pixels and photos), ``a_as_b`` and ``b_as_a``;
         ``edge_bands[s]`` the mean over photos of :func:`edge_bands` per side, and ``abs`` the mean
-        of the four sides' magnitudes.
+        of the four sides' magnitudes; ``tone_layout[s]`` the mean :func:`tone_layout_error`.
     """
     from sdk import metrics
+    from sdk.fusion import fuse_rgb
 
     styles = PAINTING_STYLES
     n = len(photos)
@@ -501,12 +520,16 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
     ssim = np.zeros((len(styles), n))
     mad = {pair: [] for pair in itertools.combinations(range(len(styles)), 2)}
     bands = np.zeros((len(styles), n, 4))
+    layout = np.zeros((len(styles), n))
     for i, rgb in enumerate(photos):
         y_in = _luma(rgb)
         outs = [np.asarray(pipe.stylize(rgb, s), np.uint8) for s in styles]
+        if fuse is not None:
+            outs = [fuse_rgb(rgb, o, fuse) for o in outs]
         for k, out in enumerate(outs):
             y_out = _luma(out)
             ssim[k, i] = metrics.ssim(y_out, y_in)
+            layout[k, i] = tone_layout_error(y_out, y_in)
             bands[k, i] = list(edge_bands(y_out, y_in).values())  # in EDGE_SIDES order
         for a, b in mad:
             mad[(a, b)].append(float(np.abs(outs[a].astype(np.int16) - outs[b]).mean()))
@@ -542,6 +565,7 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         "inputs_as_photo": round(float((pred[:, -1] == 0).mean()), 4),
         "edge_bands": {s: {**{side: round(float(v), 1) for side, v in zip(EDGE_SIDES, bands[k].mean(0))},
                            "abs": round(float(np.abs(bands[k].mean(0)).mean()), 1)} for k, s in enumerate(styles)},
+        "tone_layout": {s: round(float(layout[k].mean()), 1) for k, s in enumerate(styles)},
     }
 
 
@@ -563,12 +587,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto", help="SDK backend")
     p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0: their defaults)")
     p.add_argument("--no-model", action="store_true", help="only fit / report the classifier")
+    p.add_argument("--fuse", default=None, help="fuse every output with its photo (an sdk.fuse method, e.g. tone)")
+    p.add_argument("--fuse-weight", type=float, default=0.5, help="weight of --fuse weighted / luminance / tone")
     p.add_argument("--json", default="", help="also write the result to this file")
     args = p.parse_args(argv)
 
     import torch
 
     import sdk
+    from sdk.fusion import FuseParams
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress on stderr; JSON alone on stdout
     if args.threads:
@@ -594,10 +621,11 @@ def main(argv: list[str] | None = None) -> int:
         files = evenly_spaced(list_images(photo_dir), args.limit)
         photos = [load_image(f) for f in files]
         log.info("style_eval: stylizing %d photos in %d styles with %s", len(photos), len(PAINTING_STYLES), pipe)
-        model = evaluate_model(pipe, clf, photos, vgg, size, cfg.batch)
+        fuse = FuseParams(args.fuse, weight=args.fuse_weight) if args.fuse else None
+        model = evaluate_model(pipe, clf, photos, vgg, size, cfg.batch, fuse)
         result["model"] = {
             "model_dir": str(pipe.manifest.directory), "name": pipe.manifest.raw.get("name"), "backend": pipe.backend_name,
-            "photo_dir": photo_dir,
+            "photo_dir": photo_dir, "fuse": asdict(fuse) if fuse else None,
             **model, "seconds": round(time.perf_counter() - t1, 1),
         }
     result["seconds"] = round(time.perf_counter() - t0, 1)

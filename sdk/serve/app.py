@@ -360,7 +360,7 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
         method = p.get("fuse") or None
         if method is not None and method not in FUSE_METHODS:
             raise HTTPError(422, f"fuse is {method[:40]!r}; expected one of {FUSE_METHODS} or nothing")
-        fusion = FuseParams(method, detail=_number(p, "detail", 0.7)) if method else None
+        fusion = FuseParams(method, detail=_number(p, "detail", 0.7), weight=_number(p, "fuse_weight", 0.5)) if method else None
         params = stages.Params(stages.parse_style(p.get("style") or "ukiyoe"), _number(p, "strength", 1.0), fusion,
                                _number(p, "saturation", 1.0))
         media = negotiate(request.headers.get("accept"))
