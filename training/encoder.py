@@ -40,6 +40,8 @@ SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 
 FEATURE_CHANNELS = {4: 24, 8: 32, 16: 96, 32: 320}
 SEMANTIC_CHANNELS = 1280
 """Channels of the optional head (the 1x1 convolution ImageNet's classifier reads)."""
+STAGE_STRIDES = (2, 4, 8, 16, 32)
+"""Output strides of the encoder's stages (the stem, then the blocks grouped by stride)."""
 INPUT_MULTIPLE = 32
 """Input sides must be multiples of this (five stride-2 layers with constant SAME padding)."""
 
@@ -142,8 +144,8 @@ class MobileNetV2Encoder(nn.Module):
             >>> len(MobileNetV2Encoder(head=True).layers_from(32))  # blocks 13-16 and the head
             5
         """
-        if stride not in (2, 4, 8, 16, 32):
-            raise ValueError(f"stride must be one of 2, 4, 8, 16, 32 (the encoder's stages), got {stride}")
+        if stride not in STAGE_STRIDES:
+            raise ValueError(f"stride must be one of {STAGE_STRIDES} (the encoder's stages), got {stride}")
         layers = [self.stem] if stride <= 2 else []
         layers += [b for b, s in zip(self.blocks, self.block_strides) if s >= stride]
         return layers + ([self.head] if self.head is not None else [])

@@ -35,6 +35,7 @@ from PIL import Image
 from sdk import contract, metrics, processing
 from training import distributed, losses
 from training.data import ImageBank, list_images, select_files
+from training.encoder import STAGE_STRIDES
 from training.model import Discriminator, Generator, GeneratorConfig, one_hot_style, rgb_to_ycbcr, ycbcr_to_rgb
 
 log = logging.getLogger(__name__)
@@ -315,8 +316,8 @@ class Trainer:
         if cfg.w_shift and (cfg.shift_margin <= 0 or cfg.shift_margin % 32):
             raise ValueError(f"shift_margin must be a positive multiple of 32 (the encoder's stride, so the crop's features "
                              f"align with the larger photo's); got {cfg.shift_margin}")
-        if cfg.encoder_tune_stride not in (2, 4, 8, 16, 32):
-            raise ValueError(f"encoder_tune_stride must be one of 2, 4, 8, 16, 32 (the encoder's stages); got {cfg.encoder_tune_stride}")
+        if cfg.encoder_tune_stride not in STAGE_STRIDES:
+            raise ValueError(f"encoder_tune_stride must be one of {STAGE_STRIDES} (the encoder's stages); got {cfg.encoder_tune_stride}")
         unknown = sorted(set(cfg.school_styles) - set(PAINTING_STYLES))
         if unknown:
             raise ValueError(f"whole_school names styles (comma-separated) among {PAINTING_STYLES}; got {unknown} in {cfg.whole_school!r}")
