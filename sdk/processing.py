@@ -493,6 +493,18 @@ def _cell_sums(plane: np.ndarray, rows: np.ndarray, cols: np.ndarray, first: int
     return out
 
 
+def tone_means(plane: np.ndarray) -> np.ndarray:
+    """Means of an HxW plane over the cells of :func:`tone_grid` (its tonal layout), float64
+    [cells_y, cells_x].
+
+    Example:
+        >>> tone_means(np.arange(64.0).reshape(8, 8)).shape
+        (8, 8)
+    """
+    rows, cols = tone_grid(*plane.shape[:2])
+    return _cell_sums(plane, rows, cols, 0) / np.outer(np.diff(rows), np.diff(cols))
+
+
 def fuse_tone(content: np.ndarray, stylized: np.ndarray, weight: float, workers: int | None = None) -> np.ndarray:
     """The content's tonal layout under the stylized image's strokes and colour.
 
@@ -505,17 +517,16 @@ def fuse_tone(content: np.ndarray, stylized: np.ndarray, weight: float, workers:
     """
     m = np.asarray(contract.RGB_TO_YCBCR, np.float32) / np.float32(255.0)
     h, w = content.shape[:2]
-    rows, cols = tone_grid(h, w)
-    counts = np.outer(np.diff(rows), np.diff(cols)).astype(np.float64)
     y255 = m[0] * np.float32(255.0)
     wt = np.float32(weight)
     if not fast_path_enabled():
         ycc = stylized.astype(np.float32) @ m.T
         dy = content.astype(np.float32) @ y255 - ycc[..., 0] * np.float32(255.0)
-        low = resize_plane((_cell_sums(dy, rows, cols, 0) / counts).astype(np.float32), (h, w))
+        low = resize_plane(tone_means(dy).astype(np.float32), (h, w))
         y = np.clip(ycc[..., 0] + wt * low / np.float32(255.0), 0.0, 1.0)
         return ycbcr_to_rgb_u8(np.ascontiguousarray(y), np.ascontiguousarray(ycc[..., 1]), np.ascontiguousarray(ycc[..., 2]))
-    parts: list[np.ndarray] = []
+    rows, cols = tone_grid(h, w)
+    parts: list[np.ndarray] = []  # per row tile: its cell sums (tone_means, without the whole plane in memory)
 
     def sums(s: int, e: int) -> None:
         dy = content[s:e].astype(np.float32) @ y255
@@ -523,7 +534,7 @@ def fuse_tone(content: np.ndarray, stylized: np.ndarray, weight: float, workers:
         parts.append(_cell_sums(dy, rows, cols, s))  # list.append is atomic: tiles may run on threads
 
     _tiles(h, w, sums, workers)
-    low = _Upsampled((np.sum(parts, axis=0) / counts).astype(np.float32), (h, w))
+    low = _Upsampled((np.sum(parts, axis=0) / np.outer(np.diff(rows), np.diff(cols))).astype(np.float32), (h, w))
     out = np.empty(content.shape, np.uint8)
 
     def work(s: int, e: int) -> None:

@@ -24,7 +24,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import tempfile
@@ -241,11 +240,9 @@ def recover(cfg: RecoverConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.train import config_flags, config_from_args
+    from training.train import parse_config
 
-    p = argparse.ArgumentParser(prog="python -m training.from_onnx", description=__doc__.split("\n\n")[0])
-    config_flags(p, RecoverConfig)
-    cfg = config_from_args(RecoverConfig, p.parse_args(argv))
+    p, cfg = parse_config(RecoverConfig, argv, "python -m training.from_onnx", __doc__)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         path = recover(cfg)

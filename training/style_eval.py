@@ -53,6 +53,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sdk import contract
+from sdk.fusion import FUSE_METHODS, FuseParams
 from training.data import list_images
 
 log = logging.getLogger(__name__)
@@ -478,15 +479,9 @@ def tone_layout_error(y_out: np.ndarray, y_in: np.ndarray) -> float:
     """Mean |difference| (8-bit levels) between two luminance planes averaged over the cells of
     :func:`sdk.processing.tone_grid`: how far an output's tonal layout (a dark sky, a bright
     window) moved from the photo's."""
-    from sdk import processing
+    from sdk.processing import tone_means
 
-    rows, cols = processing.tone_grid(*y_in.shape)
-    n = np.outer(np.diff(rows), np.diff(cols))
-
-    def cells(y: np.ndarray) -> np.ndarray:
-        return np.add.reduceat(np.add.reduceat(y.astype(np.float64), rows[:-1], axis=0), cols[:-1], axis=1) / n
-
-    return float(np.abs(cells(y_out) - cells(y_in)).mean())
+    return float(np.abs(tone_means(np.asarray(y_out, np.float64)) - tone_means(np.asarray(y_in, np.float64))).mean())
 
 
 def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg, size: int = 224, batch: int = 16,
@@ -587,7 +582,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto", help="SDK backend")
     p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0: their defaults)")
     p.add_argument("--no-model", action="store_true", help="only fit / report the classifier")
-    p.add_argument("--fuse", default=None, help="fuse every output with its photo (an sdk.fuse method, e.g. tone)")
+    p.add_argument("--fuse", default=None, choices=FUSE_METHODS, help="fuse every output with its photo (an sdk.fuse method, e.g. tone)")
     p.add_argument("--fuse-weight", type=float, default=0.5, help="weight of --fuse weighted / luminance / tone")
     p.add_argument("--json", default="", help="also write the result to this file")
     args = p.parse_args(argv)
@@ -595,7 +590,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import sdk
-    from sdk.fusion import FuseParams
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")  # progress on stderr; JSON alone on stdout
     if args.threads:

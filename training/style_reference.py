@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -29,7 +28,7 @@ from PIL import Image
 from training import losses
 from training.data import list_images
 from training.model import rgb_to_ycbcr
-from training.train import config_flags, config_from_args
+from training.train import parse_config
 from training.style_eval import CLASSES, DEFAULT_DATASETS, DEFAULT_VGG, PAINTING_STYLES, ClassifierConfig, StyleClassifier, evenly_spaced, get_classifier, vgg_style_features
 
 log = logging.getLogger("chromaforge.style_reference")
@@ -161,9 +160,7 @@ def run(cfg: ReferenceConfig, clf: StyleClassifier | None = None) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.style_reference", description=__doc__.split("\n\n")[0])
-    config_flags(p, ReferenceConfig)
-    cfg = config_from_args(ReferenceConfig, p.parse_args(argv))
+    cfg = parse_config(ReferenceConfig, argv, "python -m training.style_reference", __doc__)[1]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = run(cfg)
     log.info("recognised: %s", summary["recognised"])

@@ -176,11 +176,18 @@ def config_from_args(cls, ns: argparse.Namespace):
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in vars(ns).items()})
 
 
+def parse_config(cls, argv: list[str] | None, prog: str, doc: str | None):
+    """(parser, ``cls`` instance) from kebab-case flags (:func:`config_flags`); the parser's
+    description is the first paragraph of ``doc`` (a module's docstring). The parser stays at hand
+    for ``p.error`` on errors found later."""
+    p = argparse.ArgumentParser(prog=prog, description=(doc or "").split("\n\n")[0])
+    config_flags(p, cls)
+    return p, config_from_args(cls, p.parse_args(argv))
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """Build a :class:`TrainConfig` from kebab-case flags (``--style-fraction 0.5``)."""
-    p = argparse.ArgumentParser(prog="python -m training", description=__doc__.split("\n\n")[0])
-    config_flags(p, TrainConfig)
-    return config_from_args(TrainConfig, p.parse_args(argv))
+    return parse_config(TrainConfig, argv, "python -m training", __doc__)[1]
 
 
 def colour_class_weights(config: dict, bins: torch.Tensor) -> torch.Tensor:

@@ -65,8 +65,8 @@ def manifest_shapes(manifest) -> tuple[Shape, ...]:
 
     Example:
         >>> from sdk.manifest import default_model_dir, load_manifest
-        >>> len(manifest_shapes(load_manifest(default_model_dir())))  # bundled: 15 at 256, 13 at 224 + 2 x 32
-        28
+        >>> len(manifest_shapes(load_manifest(default_model_dir())))  # bundled: 15 at 256, 15 at 256 + 2 x 32
+        30
     """
     m = manifest.size_multiple
     return tuple(dict.fromkeys(working_shapes(manifest.work_size, m) + working_shapes(manifest.stylize_size, m, manifest.style_pad)))
@@ -240,8 +240,8 @@ def padding_overhead(shapes: Iterable[Shape], caps: Capabilities) -> float:
     """Extra pixels computed when ``shapes`` run at ``caps.run_shape``: sum(run) / sum(own) - 1.
 
     Example:
-        >>> padding_overhead([(192, 256)], Capabilities(buckets=((256, 256),)))
-        0.3333333333333333
+        >>> round(padding_overhead([(192, 256)], Capabilities(buckets=((256, 256),))), 4)
+        0.3333
     """
     own = run = 0
     for s in shapes:
