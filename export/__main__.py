@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="share of the colour class rebalancing taken back at read-out, in [0, 1] (-1: the checkpoint's; 0: none)")
     o.add_argument("--ink-style", default="", help="a painting style printed in flat inks, e.g. ukiyoe (default: none)")
     o.add_argument("--inks", type=int, default=8, help="ink colours of --ink-style (the school's k-means palette)")
+    o.add_argument("--ink-saturation", type=float, default=-1.0,
+                   help="the ink palette's k-means weights each pixel by (|CbCr| + 0.02) to this power, in [0, 4]: 0 plain k-means "
+                        "(the school's average colours), 2 keeps its strong colours (-1: the checkpoint's)")
     o.add_argument("--chroma-guide", type=int, default=-1,
                    help="radius of the guided filter that upsamples chroma along the input's luminance edges (-1: the checkpoint's; 0: bilinear)")
     o.add_argument("--chroma-guide-eps", type=float, default=0.0,

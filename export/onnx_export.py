@@ -60,6 +60,8 @@ class ExportConfig:
         ink_style: a painting style printed in flat inks ("": none; see GeneratorConfig); its
             palette comes from the style run's paintings.
         inks: ink colours.
+        ink_saturation: the palette's k-means weights each pixel by its chroma to this power (-1
+            keeps the checkpoint's; 0: plain k-means; see GeneratorConfig).
         ink_fields, ink_fields_eps: radius (at half the working size) and regulariser of the
             edge-aware ink vote (-1 / 0 keep the checkpoint's; 0 radius: no vote; see GeneratorConfig).
         chroma_guide, chroma_guide_eps: guided chroma upsampling radius (-1 keeps the checkpoint's;
@@ -96,6 +98,7 @@ class ExportConfig:
     chroma_gain_ref: float = 0.0
     ink_style: str = ""
     inks: int = 8
+    ink_saturation: float = -1.0
     ink_fields: int = -1
     ink_fields_eps: float = 0.0
     ink_lines: float = -1.0
@@ -133,7 +136,7 @@ def _read_checkpoint(path: str | Path) -> dict:
 
 def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None,
                    chroma_blur: int = -1, chroma_scale: float = 0.0, prior_correction: float = -1.0,
-                   ink_style: str = "", inks: int = 8, ink_fields: int = -1,
+                   ink_style: str = "", inks: int = 8, ink_saturation: float = -1.0, ink_fields: int = -1,
                    ink_fields_eps: float = 0.0, chroma_guide: int = -1, chroma_guide_eps: float = 0.0,
                    ink_lines: float = -1.0, ink_lines_sigma: float = 0.0, ink_lines_threshold: float = 0.0,
                    chroma_gain: float = -1.0, chroma_gain_ref: float = 0.0, work_size: int = contract.WORK_SIZE):
@@ -149,7 +152,7 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
             class weights come from the checkpoint or are recomputed from the run's training photos.
         ink_style, inks: the ink read-out (see GeneratorConfig); the palette is computed
             from the style run's paintings (its config's ``styles_root``).
-        ink_fields, ink_fields_eps, chroma_guide, chroma_guide_eps, ink_lines, ink_lines_sigma,
+        ink_saturation, ink_fields, ink_fields_eps, chroma_guide, chroma_guide_eps, ink_lines, ink_lines_sigma,
             ink_lines_threshold, chroma_gain: further read-out overrides, as in :class:`ExportConfig`.
         chroma_gain_ref: > 0 sets the chroma gain's reference; 0 keeps the checkpoint's, or, when
             the gain is given here, measures it on the colour run's training photos at ``work_size``.
@@ -173,7 +176,7 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
     # Read-out overrides, (value, given?): the CLI defaults (0 or -1, outside each field's range) keep the checkpoint's.
     overrides = {"temperature": (temperature, temperature > 0), "chroma_blur": (chroma_blur, chroma_blur >= 0),
                  "chroma_scale": (chroma_scale, chroma_scale > 0), "prior_correction": (prior_correction, prior_correction >= 0),
-                 "ink_fields": (ink_fields, ink_fields >= 0), "ink_fields_eps": (ink_fields_eps, ink_fields_eps > 0),
+                 "ink_saturation": (ink_saturation, ink_saturation >= 0), "ink_fields": (ink_fields, ink_fields >= 0), "ink_fields_eps": (ink_fields_eps, ink_fields_eps > 0),
                  "chroma_guide": (chroma_guide, chroma_guide >= 0), "chroma_guide_eps": (chroma_guide_eps, chroma_guide_eps > 0),
                  "ink_lines": (ink_lines, ink_lines >= 0), "ink_lines_sigma": (ink_lines_sigma, ink_lines_sigma > 0),
                  "ink_lines_threshold": (ink_lines_threshold, ink_lines_threshold > 0),
@@ -233,7 +236,7 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
 
         styles_root = (ck.get("style_checkpoint") or {}).get("config", ck.get("config", {})).get("styles_root", TrainConfig.styles_root)
         try:
-            G.ink_palette.copy_(ink_palette(styles_root, G.cfg.ink_style, G.cfg.inks))
+            G.ink_palette.copy_(ink_palette(styles_root, G.cfg.ink_style, G.cfg.inks, saturation=G.cfg.ink_saturation))
         except FileNotFoundError as e:
             raise ExportError(f"the ink read-out needs the {G.cfg.ink_style} paintings: {e}") from None
     return G.eval(), ck
@@ -354,7 +357,8 @@ def export_onnx(cfg: ExportConfig) -> dict:
                           f"{MAX_WORK_SIZE // 4} (the encoder's grid must stay aligned with the image)")
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
-    read_out = ("temperature", "chroma_blur", "chroma_scale", "chroma_gain", "chroma_gain_ref", "prior_correction", "ink_style", "inks", "ink_fields", "ink_fields_eps",
+    read_out = ("temperature", "chroma_blur", "chroma_scale", "chroma_gain", "chroma_gain_ref", "prior_correction", "ink_style", "inks", "ink_saturation",
+                "ink_fields", "ink_fields_eps",
                 "chroma_guide", "chroma_guide_eps", "ink_lines", "ink_lines_sigma", "ink_lines_threshold")
     G, ck = load_generator(cfg.checkpoint, cfg.use_ema, style_checkpoint=cfg.style_checkpoint or None, work_size=cfg.work_size,
                            **{name: getattr(cfg, name) for name in read_out})

@@ -243,6 +243,29 @@ def test_ink_read_out_prints_the_inked_style_in_flat_school_colours(tmp_path: Pa
         load_generator(ck_path, ink_style="natural")
 
 
+def test_ink_saturation_weights_the_palette_toward_the_schools_strong_colours(tmp_path: Path, datasets: Path):
+    """--ink-saturation: the palette's k-means weighs each pixel by its chroma, so the inks keep the school's
+    strong colours (more chroma than plain k-means' inks); 0 is plain k-means; it is recorded with the
+    generator and a checkpoint's value is kept unless overridden; out of range is an ExportError."""
+    from training.train import ink_palette
+
+    styles, ck_path = _ukiyoe_checkpoint(tmp_path, datasets)
+    plain = ink_palette(styles, "ukiyoe", 4)
+    assert torch.equal(ink_palette(styles, "ukiyoe", 4, saturation=0.0), plain)
+    strong = ink_palette(styles, "ukiyoe", 4, saturation=2.0)
+    G, _ = load_generator(ck_path, ink_style="ukiyoe", inks=4, ink_saturation=2.0)
+    assert G.cfg.ink_saturation == 2.0 and torch.equal(G.ink_palette, strong)
+    assert float(strong[:, 1:].norm(dim=1).mean()) > float(plain[:, 1:].norm(dim=1).mean())
+    assert torch.equal(load_generator(ck_path, ink_style="ukiyoe", inks=4)[0].ink_palette, plain)
+    ck = torch.load(ck_path, weights_only=False)  # a run trained through saturated inks records them
+    ck["generator"].update(ink_style="ukiyoe", inks=4, ink_saturation=2.0)
+    torch.save(ck, tmp_path / "sat.pt")
+    assert torch.equal(load_generator(tmp_path / "sat.pt")[0].ink_palette, strong)
+    assert torch.equal(load_generator(tmp_path / "sat.pt", ink_saturation=0.0)[0].ink_palette, plain)
+    with pytest.raises(ExportError, match="ink_saturation"):
+        load_generator(ck_path, ink_style="ukiyoe", inks=4, ink_saturation=5.0)
+
+
 def test_ink_fields_vote_along_the_photos_edges(tmp_path: Path, datasets: Path):
     """--ink-fields: the pixels' inks are voted over a window weighted along the input's luminance, so an isolated
     speck on flat luminance joins its field, while a line of another ink that the photo also has (a luminance

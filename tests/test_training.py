@@ -393,6 +393,41 @@ def test_style_statistics_and_border_losses(tmp_path: Path, photo_folder: Path, 
         Trainer(dataclasses.replace(cfg, content_layer=3))
 
 
+def test_tone_layout_loss_and_discriminator_warmup(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
+    """--w-tone is the mean |difference| of cell-averaged luminance between the styled output and the
+    photo: zero for the photo's own luminance, the shift for a uniformly lighter output, blind to detail
+    inside a cell; --d-warmup trains the discriminator alone for its first steps; bad values are refused."""
+    cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, colour=False, styles_root=str(datasets / "styles"),
+                    style_limit=6, gram_samples=4, vgg=str(vgg_path), style_exemplars=2, style_batch=2,
+                    w_tone=10.0, tone_cell=16, w_adv_style=1.0, d_warmup=2)
+    tr = Trainer(cfg)
+    rgb = torch.rand(2, 3, 64, 64)
+    labels = torch.tensor([1, 4])
+    luma = rgb_to_ycbcr(rgb)[:, :1]
+    own = torch.cat([luma, torch.zeros(2, 2, 64, 64)], dim=1)
+    assert tr._style_losses(rgb, labels, own)[1]["tone"] == pytest.approx(0.0, abs=1e-6)
+    lighter = own.clone()
+    lighter[:, :1] += 0.1
+    assert tr._style_losses(rgb, labels, lighter)[1]["tone"] == pytest.approx(0.1, rel=1e-4)
+    detail = own.clone()  # +-0.2 in a checkerboard: the same cell means
+    detail[:, :1] += 0.2 * (1 - 2 * ((torch.arange(64)[:, None] + torch.arange(64)) % 2)).float()
+    assert tr._style_losses(rgb, labels, detail)[1]["tone"] == pytest.approx(0.0, abs=1e-6)
+
+    g0 = [p.clone() for p in tr.G.parameters()]
+    d0 = [p.clone() for p in tr.D.parameters()]
+    for _ in range(2):
+        stats = tr.train_step()
+        assert "d" in stats and "tone" in stats
+    assert all(torch.equal(a, b) for a, b in zip(g0, tr.G.parameters()))  # the generator waited
+    assert not all(torch.equal(a, b) for a, b in zip(d0, tr.D.parameters()))
+    tr.train_step()
+    assert not all(torch.equal(a, b) for a, b in zip(g0, tr.G.parameters()))  # and then learns
+    with pytest.raises(ValueError, match="tone_cell"):
+        Trainer(dataclasses.replace(cfg, tone_cell=24))
+    with pytest.raises(ValueError, match="d_warmup"):
+        Trainer(dataclasses.replace(cfg, d_warmup=-1))
+
+
 def test_shift_consistency_loss(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
     """--w-shift compares the styled crop with the same region of the styled photo around it: zero
     for that region itself, positive for the crop's own output (it differs at the crop's borders),

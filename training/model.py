@@ -162,6 +162,11 @@ class GeneratorConfig:
             palette (the buffer ``ink_palette``, set at export, or by the trainer, from its
             paintings). Weighted by that style's weight, so blends and strengths ink partly.
         inks: number of ink colours.
+        ink_saturation: how the palette is found: k-means over the school's pixels with each pixel
+            weighted by ``(|CbCr| + 0.02) ** ink_saturation`` in its cluster's mean (0: plain
+            k-means, whose means drift toward the school's average beige; 2: the strong vermilion
+            and indigo of the prints hold; model card, "Release 13"). Read by whoever computes the
+            palette (export, the trainer); the graph holds only the palette.
         ink_softness: temperature of the pixel-to-ink softmax, in squared YCbCr distance (inks lie
             ~0.01-0.1 apart: nearly hard fields, continuous at their edges).
         chroma_guide: radius, at the read-out's 1/4 size, of a guided filter that upsamples the
@@ -200,6 +205,7 @@ class GeneratorConfig:
     prior_correction: float = 0.0
     ink_style: str = ""
     inks: int = 8
+    ink_saturation: float = 0.0
     ink_softness: float = 0.002
     ink_fields: int = 0
     ink_fields_eps: float = 0.0009
@@ -241,6 +247,8 @@ class GeneratorConfig:
         if self.ink_style and (self.ink_style not in contract.PAINTING_STYLES or self.inks < 2 or self.ink_softness <= 0):
             raise ValueError(f"ink_style {self.ink_style!r} with {self.inks} inks, softness {self.ink_softness}; expected one of "
                              f"{contract.PAINTING_STYLES} (or '' for none), at least 2 inks, softness > 0")
+        if not 0.0 <= self.ink_saturation <= 4.0:
+            raise ValueError(f"ink_saturation is {self.ink_saturation}; expected a weighting exponent in [0, 4] (0: plain k-means)")
         if self.chroma_guide < 0 or self.chroma_guide_eps <= 0:
             raise ValueError(f"chroma_guide {self.chroma_guide} with eps {self.chroma_guide_eps}; expected a radius >= 0 and eps > 0")
         if not 0.0 <= self.ink_lines <= 1.0 or self.ink_lines_sigma <= 0 or self.ink_lines_threshold <= 0:

@@ -68,6 +68,7 @@ class TrainConfig:
     whole_school: str = ""  # comma-separated styles whose targets and real crops use every painting, not exemplars
     ink_style: str = GeneratorConfig.ink_style  # train through the ink read-out of this style (export bakes it in)
     inks: int = GeneratorConfig.inks
+    ink_saturation: float = GeneratorConfig.ink_saturation  # the palette's k-means weights pixels by chroma (see GeneratorConfig)
     ink_fields: int = GeneratorConfig.ink_fields  # radius of the edge-aware ink vote (0: none; export bakes it in)
     ink_fields_eps: float = GeneratorConfig.ink_fields_eps
     loss_margin: int = 0
@@ -101,6 +102,14 @@ class TrainConfig:
     # loss_margin (style statistics over the centre; model card, "Edge bands").
     w_shift: float = 0.0
     shift_margin: int = 32
+    # Tonal layout of the styled output: mean |Y| difference between the output's and the photo's
+    # luminance averaged over tone_cell x tone_cell cells (a night sky stays dark; what the SDK's
+    # ``tone`` fusion does after the fact). tone_cell 16 is the SDK's 16-cell grid at the 256 working size.
+    w_tone: float = 0.0
+    tone_cell: int = 16
+    # The first d_warmup steps train the discriminator alone (the generator is left as loaded): for
+    # an --init without discriminator state (e.g. weights read back by training.from_onnx).
+    d_warmup: int = 0
     d_border: int = 0  # discriminator patches dropped along each edge (see Discriminator: no judging at the edges)
     style_layers: tuple[float, float, float] = (1.0, 1.0, 1.0)
     w_adv_style: float = 0.0
@@ -148,7 +157,7 @@ class TrainConfig:
     def generator_config(self) -> GeneratorConfig:
         return GeneratorConfig(widths=tuple(self.widths), style_widths=tuple(self.style_widths), attention=self.attention,
                                semantic=self.semantic, padding=self.padding, upsample=self.upsample, bin_step=self.bin_step,
-                               temperature=self.temperature, ink_style=self.ink_style, inks=self.inks, ink_fields=self.ink_fields,
+                               temperature=self.temperature, ink_style=self.ink_style, inks=self.inks, ink_saturation=self.ink_saturation, ink_fields=self.ink_fields,
                                ink_fields_eps=self.ink_fields_eps, prior_correction=self.prior_correction,
                                chroma_scale=self.chroma_scale, chroma_gain=self.chroma_gain, chroma_gain_ref=self.chroma_gain_ref,
                                chroma_guide=self.chroma_guide, chroma_guide_eps=self.chroma_guide_eps)
@@ -208,7 +217,7 @@ def colour_class_weights(config: dict, bins: torch.Tensor) -> torch.Tensor:
 
 
 def ink_palette(styles_root: str | Path, style: str, inks: int, split: str = "train", paintings: int = 200,
-                per_painting: int = 256, iters: int = 30, seed: int = 0) -> torch.Tensor:
+                per_painting: int = 256, iters: int = 30, seed: int = 0, saturation: float = 0.0) -> torch.Tensor:
     """A school's ``inks`` colours, YCbCr [K,3]: k-means over pixels of its paintings (for the
     generator's ink read-out, ``GeneratorConfig.ink_style``). Deterministic for a given folder.
 
@@ -218,6 +227,8 @@ def ink_palette(styles_root: str | Path, style: str, inks: int, split: str = "tr
         inks: colours.
         paintings: paintings sampled (evenly spaced), each shrunk to 64x64.
         per_painting: pixels drawn from each.
+        saturation: each pixel weighs ``(|CbCr| + 0.02) ** saturation`` in its cluster's mean (0:
+            plain k-means; see ``GeneratorConfig.ink_saturation``).
 
     Raises:
         FileNotFoundError: the school's paintings are not there.
@@ -234,9 +245,14 @@ def ink_palette(styles_root: str | Path, style: str, inks: int, split: str = "tr
         pix.append(a[rng.choice(len(a), per_painting, replace=False)])
     x = rgb_to_ycbcr(torch.from_numpy(np.concatenate(pix)).float().div(255.0).T[None, :, :, None])[0, :, :, 0].T  # [P,3]
     c = x[torch.from_numpy(rng.choice(len(x), inks, replace=False))]
+    w = (x[:, 1:].norm(dim=1) + 0.02) ** saturation if saturation else None  # [P]
     for _ in range(iters):
         label = torch.cdist(x, c).argmin(dim=1)
-        c = torch.stack([x[label == k].mean(0) if (label == k).any() else c[k] for k in range(inks)])
+        if w is None:
+            c = torch.stack([x[label == k].mean(0) if (label == k).any() else c[k] for k in range(inks)])
+        else:
+            c = torch.stack([(x[label == k] * w[label == k, None]).sum(0) / w[label == k].sum() if (label == k).any() else c[k]
+                             for k in range(inks)])
     return c
 
 
@@ -323,6 +339,11 @@ class Trainer:
         if cfg.w_shift and (cfg.shift_margin <= 0 or cfg.shift_margin % 32):
             raise ValueError(f"shift_margin must be a positive multiple of 32 (the encoder's stride, so the crop's features "
                              f"align with the larger photo's); got {cfg.shift_margin}")
+        if cfg.w_tone and not (cfg.tone_cell > 0 and (cfg.size + 2 * cfg.loss_margin) % cfg.tone_cell == 0):
+            raise ValueError(f"tone_cell must be a positive divisor of the style crop's side {cfg.size + 2 * cfg.loss_margin} "
+                             f"(size + 2 x loss_margin: whole cells in every crop); got {cfg.tone_cell}")
+        if cfg.d_warmup < 0:
+            raise ValueError(f"d_warmup counts steps of discriminator-only training; expected >= 0, got {cfg.d_warmup}")
         if cfg.encoder_tune_stride not in STAGE_STRIDES:
             raise ValueError(f"encoder_tune_stride must be one of {STAGE_STRIDES} (the encoder's stages); got {cfg.encoder_tune_stride}")
         unknown = sorted(set(cfg.school_styles) - set(PAINTING_STYLES))
@@ -348,7 +369,7 @@ class Trainer:
         self.G.freeze_encoder(cfg.lr_encoder <= 0, cfg.encoder_tune_stride)
         self.G_ema = Generator(cfg.generator_config()).to(self.device).eval().requires_grad_(False)
         if cfg.ink_style:  # train through the ink read-out the export will bake in (same palette, recomputed there)
-            palette = ink_palette(cfg.styles_root, cfg.ink_style, cfg.inks)
+            palette = ink_palette(cfg.styles_root, cfg.ink_style, cfg.inks, saturation=cfg.ink_saturation)
             self.G.ink_palette.copy_(palette)
             self.G_ema.ink_palette.copy_(palette)
         self.D = Discriminator(border=cfg.d_border).to(self.device)
@@ -614,6 +635,10 @@ class Trainer:
             stats["stats"] = l_stats.item()
         if cfg.w_tv:
             total = total + cfg.w_tv * losses.total_variation(fake_rgb)
+        if cfg.w_tone:  # the photo's tonal layout, cell by cell (whole image: the layout is the picture's)
+            l_tone = (F.avg_pool2d(pred[:, :1], cfg.tone_cell) - F.avg_pool2d(luma, cfg.tone_cell)).abs().mean()
+            total = total + cfg.w_tone * l_tone
+            stats["tone"] = l_tone.item()
         if any(cfg.style_tv):  # flat fields for some styles, dots for others
             l_tv = (_per_style(cfg.style_tv, labels) * losses.total_variation(fake_rgb, per_image=True)).mean()
             total = total + l_tv
@@ -652,8 +677,9 @@ class Trainer:
                 rgb_s = to_tensor(self.photos.batch(self.rng, cfg.style_batch, size_s, cfg.crop_scale), self.device)
         stats: dict[str, float] = {}
         fake_c = fake_s = None
+        warmup = self.step < cfg.d_warmup  # the generator stays as loaded; only the discriminator learns
         if cfg.colour or do_style:
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp), torch.set_grad_enabled(not warmup):
                 luma_c = rgb_to_ycbcr(rgb)[:, :1] if cfg.colour else None
                 luma_s = rgb_to_ycbcr(rgb_s)[:, :1] if do_style else None
                 pred_c, logits, pred_s = self.g_step(luma_c, luma_s, one_hot_style(labels) if do_style else None)
@@ -668,9 +694,10 @@ class Trainer:
                         l_shift = self._shift_loss(rgb_big, labels, pred_s)
                         loss_g = loss_g + cfg.w_shift * l_shift
                         stats["shift"] = l_shift.item()
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()  # under DDP: gradients averaged over ranks here
-            self.opt_g.step()
+            if not warmup:
+                self.opt_g.zero_grad(set_to_none=True)
+                loss_g.backward()  # under DDP: gradients averaged over ranks here
+                self.opt_g.step()
             stats["g"] = loss_g.item()
 
         if self.use_d and (fake_c is not None or fake_s is not None):
