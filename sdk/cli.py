@@ -128,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--saturation", type=float, default=1.0, help="factor on the result's colour, 0..2 (1: the model's)")
     s.add_argument("--fuse", choices=list(FUSE_METHODS), default=None, help="fuse the result with the input")
     s.add_argument("--detail", type=float, default=0.7, help="detail restored by --fuse laplacian")
-    s.add_argument("--fuse-weight", type=float, default=0.5, help="weight of --fuse weighted / luminance / tone (tone: the photo's share of the tonal layout)")
+    s.add_argument("--fuse-weight", type=float, default=0.5, help="weight of --fuse weighted / luminance / tone / colour (tone: the photo's share of the tonal layout; colour: of the colour)")
     outputs(s)
     engine(s)
     f = sub.add_parser("fuse", help="blend a stylized image with its original", parents=[common])

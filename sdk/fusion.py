@@ -17,7 +17,7 @@ from sdk import processing
 from sdk.errors import InvalidArgumentError
 from sdk.io import MAX_PIXELS, ImageInput, decode, encode
 
-FUSE_METHODS = ("laplacian", "weighted", "luminance", "tone")
+FUSE_METHODS = ("laplacian", "weighted", "luminance", "tone", "colour")
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,14 @@ class FuseParams:
         ``tone``: the stylized image with the content's coarse luminance (its tonal layout on a
         16-cell grid, :func:`sdk.processing.fuse_tone`), ``weight`` its share: strokes and colour
         stay the style's, a night sky stays dark.
+        ``colour``: the content's own colour (Cb, Cr) under the stylized image's luminance (its
+        strokes and tones), ``weight`` the content colour's share (1: the photo's colours, 0: the
+        style's): a colour-preserving stylize, e.g. a stained-glass window keeps its colours.
 
     Args:
         method: one of :data:`FUSE_METHODS`.
         detail, detail_levels, levels: Laplacian parameters (detail in [0, 1], levels >= 1).
-        weight: for ``weighted``, ``luminance`` and ``tone``, in [0, 1].
+        weight: for ``weighted``, ``luminance``, ``tone`` and ``colour``, in [0, 1].
 
     Raises:
         InvalidArgumentError: unknown method or parameter out of range.
@@ -82,6 +85,8 @@ def fuse_rgb(content: np.ndarray, stylized: np.ndarray, params: FuseParams, work
         return processing.fuse_weighted(content, stylized, params.weight, workers)
     if params.method == "tone":
         return processing.fuse_tone(content, stylized, params.weight, workers)
+    if params.method == "colour":  # the mirror of luminance: the stylized luminance, the content's colour
+        return processing.fuse_luminance(stylized, content, params.weight, workers)
     return processing.fuse_luminance(content, stylized, params.weight, workers)
 
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import sdk
-from sdk import backends, cli
+from sdk import backends, cli, contract
 
 CPU_ONLY = "CUDAExecutionProvider" not in ort.get_available_providers()
 
@@ -216,6 +216,21 @@ def test_cli_stylize_fuse_tone_takes_the_fuse_weight(tiny_model_dir, tiny_pipeli
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(expected))
     half = sdk.fuse(grey_png, tiny_pipeline.stylize(grey_png, "rococo"), method="tone", weight=0.5)
     assert not np.array_equal(np.asarray(half), np.asarray(expected))
+
+
+def test_cli_stylize_fuse_colour_keeps_the_photos_colours(tiny_model_dir, tiny_pipeline, photo, tmp_path, capsys):
+    """stylize --fuse colour --fuse-weight 1 on a colour photo writes the stylized luminance with the photo's colours."""
+    src = tmp_path / "colour.png"
+    Image.fromarray(photo).save(src)
+    out = tmp_path / "art.png"
+    assert cli.main(cli_args(tiny_model_dir, "stylize", str(src), "--style", "rococo", "--fuse", "colour",
+                             "--fuse-weight", "1", "-o", str(out))) == 0
+    plain = tiny_pipeline.stylize(src, "rococo")
+    expected = sdk.fuse(src, plain, method="colour", weight=1.0)
+    got = np.asarray(Image.open(out))
+    np.testing.assert_array_equal(got, np.asarray(expected))
+    ycc = lambda a: a.astype(np.float32) @ np.asarray(contract.RGB_TO_YCBCR, np.float32).T  # noqa: E731
+    assert np.abs(ycc(got)[..., 1:] - ycc(photo)[..., 1:]).mean() < np.abs(ycc(np.asarray(plain))[..., 1:] - ycc(photo)[..., 1:]).mean()
 
 
 def test_cli_saturation(tiny_model_dir, tiny_pipeline, grey_png, tmp_path, capsys):

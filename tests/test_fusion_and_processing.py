@@ -171,6 +171,19 @@ def test_luminance_fuse_weight_zero_is_content(midtone_pair):
     assert np.abs(out.astype(int) - c).max() <= 1
 
 
+def test_colour_fuse_keeps_the_content_colour_under_the_stylized_luminance(midtone_pair):
+    """colour (the colour-preserving stylize): weight 1 gives the stylized luminance (PIL 'L' within 2)
+    with the content's chroma; weight 0 the stylized image; it is luminance with the roles swapped."""
+    c, s = midtone_pair
+    out = sdk.fuse(c, s, method="colour", weight=1.0)
+    assert unclipped(out).all()
+    assert np.abs(luma(out) - luma(s)).max() <= 2
+    assert np.abs(chroma(out) - chroma(c)).max() <= 1.5
+    assert np.abs(luma(c) - luma(s)).mean() > 3 and np.abs(chroma(c) - chroma(s)).mean() > 3  # both did change
+    assert np.abs(sdk.fuse(c, s, method="colour", weight=0.0).astype(int) - s).max() <= 1
+    np.testing.assert_array_equal(sdk.fuse(c, s, method="colour", weight=0.3), sdk.fuse(s, c, method="luminance", weight=0.3))
+
+
 def test_tone_fuse_takes_the_content_tone_and_keeps_the_stylized_strokes_and_colour(midtone_pair):
     """tone (weight 1): the luminance the result adds to the stylized image is smooth (the tone grid's
     bilinear upsampling), its image mean is the content's; the stylized chroma is kept."""

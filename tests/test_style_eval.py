@@ -120,6 +120,17 @@ def test_cli_scores_a_model(cached, small_cfg, tiny_model_dir, tmp_path, capsys)
     assert fused["fuse"]["method"] == "tone" and fused["fuse"]["weight"] == 1.0
     assert all(fused["tone_layout"][s] < 0.5 * m["tone_layout"][s] for s in styles), (fused["tone_layout"], m["tone_layout"])
 
+    # --fuse colour --fuse-weight 1: the outputs keep the photos' own colours (photo_colour up), on the styles' luminance
+    assert list(m["photo_colour"]) == styles and all(0.0 <= v <= 100.0 for v in m["photo_colour"].values())
+    rc = se.main(["--model-dir", str(tiny_model_dir), "--classifier", str(path), "--datasets", small_cfg.datasets,
+                  "--vgg", small_cfg.vgg, "--size", "64", "--per-class", "12", "--val-per-class", "2", "--pca-dims", "32",
+                  "--limit", "2", "--threads", "1", "--backend", "onnxruntime-cpu", "--json", str(out), "--fuse", "colour",
+                  "--fuse-weight", "1"])
+    assert rc == 0
+    kept = json.loads(out.read_text())["model"]
+    assert all(kept["photo_colour"][s] > m["photo_colour"][s] + 1.0 for s in styles), (kept["photo_colour"], m["photo_colour"])
+    assert all(abs(kept["ssim_luma"][s] - m["ssim_luma"][s]) < 0.05 for s in styles), (kept["ssim_luma"], m["ssim_luma"])
+
 
 def test_tone_layout_error():
     """The mean |difference| of 16-cell luminance means: 0 for the same layout under any fine texture

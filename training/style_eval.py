@@ -504,7 +504,10 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         ``confusion`` rows are the intended styles, columns :data:`CLASSES`; ``pairs["a/b"]`` has
         ``mad`` (mean |a - b| in 8-bit levels over pixels and photos), ``a_as_b`` and ``b_as_a``;
         ``edge_bands[s]`` the mean over photos of :func:`edge_bands` per side, and ``abs`` the mean
-        of the four sides' magnitudes; ``tone_layout[s]`` the mean :func:`tone_layout_error`.
+        of the four sides' magnitudes; ``tone_layout[s]`` the mean :func:`tone_layout_error`;
+        ``photo_colour[s]`` the mean :func:`sdk.metrics.ab_auc` of the outputs against their
+        photos (how much of the photo's own colour an output keeps: ~88 for a grey image on
+        ``photos/val``, 100 for the photo's colours exactly).
     """
     from sdk import metrics
     from sdk.fusion import fuse_rgb
@@ -516,6 +519,7 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
     mad = {pair: [] for pair in itertools.combinations(range(len(styles)), 2)}
     bands = np.zeros((len(styles), n, 4))
     layout = np.zeros((len(styles), n))
+    colour = np.zeros((len(styles), n))
     for i, rgb in enumerate(photos):
         y_in = _luma(rgb)
         outs = [np.asarray(pipe.stylize(rgb, s), np.uint8) for s in styles]
@@ -525,6 +529,7 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
             y_out = _luma(out)
             ssim[k, i] = metrics.ssim(y_out, y_in)
             layout[k, i] = tone_layout_error(y_out, y_in)
+            colour[k, i] = metrics.ab_auc(out, rgb)
             bands[k, i] = list(edge_bands(y_out, y_in).values())  # in EDGE_SIDES order
         for a, b in mad:
             mad[(a, b)].append(float(np.abs(outs[a].astype(np.int16) - outs[b]).mean()))
@@ -561,6 +566,7 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         "edge_bands": {s: {**{side: round(float(v), 1) for side, v in zip(EDGE_SIDES, bands[k].mean(0))},
                            "abs": round(float(np.abs(bands[k].mean(0)).mean()), 1)} for k, s in enumerate(styles)},
         "tone_layout": {s: round(float(layout[k].mean()), 1) for k, s in enumerate(styles)},
+        "photo_colour": {s: round(float(colour[k].mean()), 2) for k, s in enumerate(styles)},
     }
 
 
