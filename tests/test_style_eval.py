@@ -81,11 +81,10 @@ def test_cli_scores_a_model(cached, small_cfg, tiny_model_dir, tmp_path, capsys)
     """The CLI reuses the cache and scores 2 photos in every style; keys and ranges hold."""
     path, _ = cached
     out = tmp_path / "eval.json"
-    rc = se.main([
-        "--model-dir", str(tiny_model_dir), "--classifier", str(path), "--datasets", small_cfg.datasets,
-        "--vgg", small_cfg.vgg, "--size", "64", "--per-class", "12", "--val-per-class", "2", "--pca-dims", "32",
-        "--limit", "2", "--threads", "1", "--backend", "onnxruntime-cpu", "--json", str(out),
-    ])
+    args = ["--model-dir", str(tiny_model_dir), "--classifier", str(path), "--datasets", small_cfg.datasets,
+            "--vgg", small_cfg.vgg, "--size", "64", "--per-class", "12", "--val-per-class", "2", "--pca-dims", "32",
+            "--limit", "2", "--threads", "1", "--backend", "onnxruntime-cpu", "--json", str(out)]
+    rc = se.main(args)
     assert rc == 0
     res = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out) == res
@@ -111,10 +110,7 @@ def test_cli_scores_a_model(cached, small_cfg, tiny_model_dir, tmp_path, capsys)
     assert m["fuse"] is None
 
     # --fuse tone --fuse-weight 1: the outputs keep the photos' tonal layout
-    rc = se.main(["--model-dir", str(tiny_model_dir), "--classifier", str(path), "--datasets", small_cfg.datasets,
-                  "--vgg", small_cfg.vgg, "--size", "64", "--per-class", "12", "--val-per-class", "2", "--pca-dims", "32",
-                  "--limit", "2", "--threads", "1", "--backend", "onnxruntime-cpu", "--json", str(out), "--fuse", "tone",
-                  "--fuse-weight", "1"])
+    rc = se.main(args + ["--fuse", "tone", "--fuse-weight", "1"])
     assert rc == 0
     fused = json.loads(out.read_text())["model"]
     assert fused["fuse"]["method"] == "tone" and fused["fuse"]["weight"] == 1.0
@@ -122,10 +118,7 @@ def test_cli_scores_a_model(cached, small_cfg, tiny_model_dir, tmp_path, capsys)
 
     # --fuse colour --fuse-weight 1: the outputs keep the photos' own colours (photo_colour up), on the styles' luminance
     assert list(m["photo_colour"]) == styles and all(0.0 <= v <= 100.0 for v in m["photo_colour"].values())
-    rc = se.main(["--model-dir", str(tiny_model_dir), "--classifier", str(path), "--datasets", small_cfg.datasets,
-                  "--vgg", small_cfg.vgg, "--size", "64", "--per-class", "12", "--val-per-class", "2", "--pca-dims", "32",
-                  "--limit", "2", "--threads", "1", "--backend", "onnxruntime-cpu", "--json", str(out), "--fuse", "colour",
-                  "--fuse-weight", "1"])
+    rc = se.main(args + ["--fuse", "colour", "--fuse-weight", "1"])
     assert rc == 0
     kept = json.loads(out.read_text())["model"]
     assert all(kept["photo_colour"][s] > m["photo_colour"][s] + 1.0 for s in styles), (kept["photo_colour"], m["photo_colour"])

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 
 PAINTING_STYLES = contract.PAINTING_STYLES
 
+INK_CHROMA_FLOOR = 0.02
+"""Added to a pixel's chroma magnitude before ``ink_palette``'s saturation weighting, so grey pixels still count."""
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -245,7 +248,7 @@ def ink_palette(styles_root: str | Path, style: str, inks: int, split: str = "tr
         pix.append(a[rng.choice(len(a), per_painting, replace=False)])
     x = rgb_to_ycbcr(torch.from_numpy(np.concatenate(pix)).float().div(255.0).T[None, :, :, None])[0, :, :, 0].T  # [P,3]
     c = x[torch.from_numpy(rng.choice(len(x), inks, replace=False))]
-    w = (x[:, 1:].norm(dim=1) + 0.02) ** saturation if saturation else None  # [P]
+    w = (x[:, 1:].norm(dim=1) + INK_CHROMA_FLOOR) ** saturation if saturation else None  # [P]
     for _ in range(iters):
         label = torch.cdist(x, c).argmin(dim=1)
         if w is None:
