@@ -589,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch and ONNX Runtime threads (0: their defaults)")
     p.add_argument("--no-model", action="store_true", help="only fit / report the classifier")
     p.add_argument("--fuse", default=None, choices=FUSE_METHODS, help="fuse every output with its photo (an sdk.fuse method, e.g. tone)")
-    p.add_argument("--fuse-weight", type=float, default=0.5, help="weight of --fuse weighted / luminance / tone")
+    p.add_argument("--fuse-weight", type=float, default=0.5, help="weight of --fuse weighted / luminance / tone / colour")
     p.add_argument("--json", default="", help="also write the result to this file")
     args = p.parse_args(argv)
 
