@@ -86,14 +86,35 @@ def rgb_to_lab(img: np.ndarray) -> np.ndarray:
     return lab.astype(np.float32)
 
 
-def ab_auc(pred: np.ndarray, truth: np.ndarray, max_threshold: int = 150) -> float:
+def ab_auc(pred: np.ndarray, truth: np.ndarray, max_threshold: int = 150, *, truth_ab: np.ndarray | None = None) -> float:
     """Colour accuracy (Zhang et al. 2016's AuC): area under the cumulative distribution of
     per-pixel ab error in Lab over thresholds 0..``max_threshold``, normalised to 0..100.
 
     Rewards the right hue rather than saturation alone: a grey image scores high (most true
     colours are weak), a wrongly saturated one lower, a correct one higher.
+
+    Args:
+        pred, truth: HxWx3 uint8 RGB images of the same size.
+        max_threshold: the largest ab error counted (Zhang et al.: 150).
+        truth_ab: ``rgb_to_lab(truth)[..., 1:]`` when the caller already has it (scoring several
+            outputs against one photo converts the photo once).
+
+    Returns:
+        The AuC, 0..100.
+
+    Raises:
+        ValueError: the truth (or ``truth_ab``) is not the prediction's size.
+
+    Example:
+        >>> grey = np.full((4, 4, 3), 128, np.uint8)
+        >>> ab_auc(grey, grey)
+        100.0
     """
-    err = np.linalg.norm(rgb_to_lab(pred)[..., 1:] - rgb_to_lab(truth)[..., 1:], axis=-1).ravel()
+    ab = rgb_to_lab(truth)[..., 1:] if truth_ab is None else truth_ab
+    if ab.shape != (*pred.shape[:2], 2):
+        raise ValueError(f"ab_auc needs the truth's a*b* planes at the prediction's size {(*pred.shape[:2], 2)}; "
+                         f"got {ab.shape} (pass truth_ab=rgb_to_lab(truth)[..., 1:] of the same photo)")
+    err = np.linalg.norm(rgb_to_lab(pred)[..., 1:] - ab, axis=-1).ravel()
     thresholds = np.arange(max_threshold + 1)
     cdf = np.searchsorted(np.sort(err), thresholds, side="right") / err.size
     return float(100.0 * cdf.mean())

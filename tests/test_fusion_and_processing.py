@@ -475,3 +475,19 @@ def test_fast_post_works_in_a_forked_child():
     with ctx.Pool(1) as pool:
         got = pool.apply_async(processing.colour_onto_luma, (y, ycc[1:], 2)).get(timeout=60)
     assert np.array_equal(got, expected)
+
+
+def test_ab_auc_with_the_truths_lab_given_once(astronaut: np.ndarray):
+    """Scoring several outputs against one photo may pass its a*b* planes once: same score; a
+    wrongly sized one is refused with the sizes named."""
+    from sdk import metrics
+
+    truth = astronaut[:96, :128]
+    grey = np.repeat(np.asarray(Image.fromarray(truth).convert("L"))[..., None], 3, axis=2)
+    ab = metrics.rgb_to_lab(truth)[..., 1:]
+    for out in (grey, truth[::-1].copy()):
+        assert metrics.ab_auc(out, truth, truth_ab=ab) == metrics.ab_auc(out, truth)
+    assert metrics.ab_auc(truth, truth) == 100.0
+    assert metrics.ab_auc(grey, truth) < 100.0
+    with pytest.raises(ValueError, match=r"\(96, 128, 2\)"):
+        metrics.ab_auc(grey, truth, truth_ab=ab[:64])

@@ -38,10 +38,10 @@ def scale_chroma(rgb: np.ndarray, factor: float) -> np.ndarray:
     return np.clip(np.rint((ycc @ _YCBCR_TO_RGB.T) * 255.0), 0, 255).astype(np.uint8)
 
 
-def _scores(out: np.ndarray, rgb: np.ndarray, cf_true: float) -> list[float]:
-    """PSNR, SSIM, colourfulness, |dCF|, AuC of one output."""
+def _scores(out: np.ndarray, rgb: np.ndarray, cf_true: float, truth_ab: np.ndarray) -> list[float]:
+    """PSNR, SSIM, colourfulness, |dCF|, AuC of one output (``truth_ab``: the photo's Lab a*b*)."""
     cf = metrics.colourfulness(out)
-    return [metrics.psnr(out, rgb), metrics.ssim(out, rgb), cf, abs(cf - cf_true), metrics.ab_auc(out, rgb)]
+    return [metrics.psnr(out, rgb), metrics.ssim(out, rgb), cf, abs(cf - cf_true), metrics.ab_auc(out, rgb, truth_ab=truth_ab)]
 
 
 def _summary(a: np.ndarray) -> dict:
@@ -84,10 +84,11 @@ def evaluate(model_dir: str | None, photos: str, limit: int = 0, backend: str = 
         grey = np.asarray(Image.fromarray(rgb).convert("L"))
         out = pipe.colorize(grey, saturation=saturation)
         cf_true.append(metrics.colourfulness(rgb))
-        model.append(_scores(out, rgb, cf_true[-1]))
-        grey_rows.append(_scores(np.repeat(grey[:, :, None], 3, axis=2), rgb, cf_true[-1]))
+        truth_ab = metrics.rgb_to_lab(rgb)[..., 1:]  # once per photo, for every output scored against it
+        model.append(_scores(out, rgb, cf_true[-1], truth_ab))
+        grey_rows.append(_scores(np.repeat(grey[:, :, None], 3, axis=2), rgb, cf_true[-1], truth_ab))
         for k in chroma_factors:
-            scaled[k].append(_scores(scale_chroma(out, k), rgb, cf_true[-1]))
+            scaled[k].append(_scores(scale_chroma(out, k), rgb, cf_true[-1], truth_ab))
     a, g = np.asarray(model), np.asarray(grey_rows)
     return {
         "images": len(files),

@@ -522,6 +522,7 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
     colour = np.zeros((len(styles), n))
     for i, rgb in enumerate(photos):
         y_in = _luma(rgb)
+        truth_ab = metrics.rgb_to_lab(rgb)[..., 1:]  # once per photo, for its four outputs
         outs = [np.asarray(pipe.stylize(rgb, s), np.uint8) for s in styles]
         if fuse is not None:
             outs = [fuse_rgb(rgb, o, fuse) for o in outs]
@@ -529,7 +530,7 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
             y_out = _luma(out)
             ssim[k, i] = metrics.ssim(y_out, y_in)
             layout[k, i] = tone_layout_error(y_out, y_in)
-            colour[k, i] = metrics.ab_auc(out, rgb)
+            colour[k, i] = metrics.ab_auc(out, rgb, truth_ab=truth_ab)
             bands[k, i] = list(edge_bands(y_out, y_in).values())  # in EDGE_SIDES order
         for a, b in mad:
             mad[(a, b)].append(float(np.abs(outs[a].astype(np.int16) - outs[b]).mean()))
