@@ -305,6 +305,37 @@ def test_style_only_run_with_exemplars_and_margin(tmp_path: Path, photo_folder: 
         Trainer(dataclasses.replace(cfg, whole_school="ukiyoe,cubism"))
 
 
+def test_tune_style_trains_one_style_and_leaves_the_rest_bit_identical(tmp_path: Path, photo_folder: Path, datasets: Path,
+                                                                        vgg_path: Path):
+    """--tune-style trains only the weights that style reads: its output changes, the other styles,
+    a blend without it and colorization give the same numbers, and only masked entries moved."""
+    cfg = _tiny_cfg(tmp_path, photo_folder, style_fraction=1.0, colour=False, styles_root=str(datasets / "styles"),
+                    style_limit=4, gram_samples=2, vgg=str(vgg_path), style_batch=2, w_adv_style=1.0,
+                    style_probs=(0.0, 1.0, 0.0, 0.0), tune_style="impressionism", lr_g=1e-2)
+    tr = Trainer(cfg)
+    k = contract.STYLES.index("impressionism")
+    masks = tr.G.style_parameter_masks(k)
+    before = {n: p.detach().clone() for n, p in tr.G.named_parameters()}
+    luma = torch.rand(1, 1, 64, 64)
+    blend = torch.tensor([[0.3, 0.4, 0.0, 0.0, 0.3]])  # natural / ukiyoe / rococo, no impressionism
+    styles = [torch.eye(len(contract.STYLES))[[i]] for i in range(len(contract.STYLES))] + [blend]
+    with torch.no_grad():
+        outs = [tr.G(luma, s) for s in styles]
+    for _ in range(3):
+        tr.train_step()
+    with torch.no_grad():
+        after = [tr.G(luma, s) for s in styles]
+    for i, (a, b) in enumerate(zip(outs, after)):
+        assert torch.equal(a, b) == (i != k), contract.STYLES[i] if i < len(contract.STYLES) else "blend"
+    for n, p in tr.G.named_parameters():
+        moved = p.detach() != before[n]
+        assert not (moved & (masks[n] == 0) if n in masks else moved).any(), n
+    assert any((p.detach() != before[n]).any() for n, p in tr.G.named_parameters() if n in masks)
+    for bad, match in (({"tune_style": "cubism"}, "painting styles"), ({"tune_style": "rococo", "lr_encoder": 1e-5}, "lr_encoder")):
+        with pytest.raises(ValueError, match=match):
+            Trainer(dataclasses.replace(cfg, **bad))
+
+
 def test_style_sampling_and_adversarial_weights_per_style(tmp_path: Path, photo_folder: Path, datasets: Path, vgg_path: Path):
     """--style-probs draws style labels by relative weight (a zero weight never comes), --style-adv weights the
     generator's adversarial term per style, and weights that cannot be a distribution are refused."""

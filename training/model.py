@@ -383,6 +383,40 @@ class Generator(nn.Module):
             for layer in self.encoder.layers_from(from_stride):
                 layer.requires_grad_(True)
 
+    def style_parameter_masks(self, style: int) -> dict[str, torch.Tensor]:
+        """The weights only style ``style`` reads, as 0/1 masks by parameter name: the column of
+        every FiLM (bias-free, so a one-hot style vector reads its own column alone), the style's
+        output layer (its 3 rows and biases) and the style-branch input's weights on its constant
+        plane. Training only these (``TrainConfig.tune_style``) leaves every other style, every blend
+        without it, and colorization bit-identical.
+
+        Raises:
+            ValueError: ``style`` is not a painting style's index in :data:`sdk.contract.STYLES`.
+
+        Example:
+            >>> g = Generator(GeneratorConfig())
+            >>> m = g.style_parameter_masks(contract.STYLES.index("rococo"))
+            >>> int(m["style_head.bias"].sum())
+            3
+        """
+        ns = self.cfg.n_styles
+        if not 0 < style < ns:
+            raise ValueError(f"style must index a painting style in {contract.STYLES[1:]} (1..{ns - 1}); got {style}")
+        masks: dict[str, torch.Tensor] = {}
+        for name, mod in self.named_modules():
+            if isinstance(mod, FiLM):
+                for part in ("gamma", "beta"):
+                    m = torch.zeros_like(getattr(mod, part).weight)  # [C, S]
+                    m[:, style] = 1.0
+                    masks[f"{name}.{part}.weight"] = m
+        head_w, head_b = torch.zeros_like(self.style_head.weight), torch.zeros_like(self.style_head.bias)
+        head_w[3 * style:3 * style + 3], head_b[3 * style:3 * style + 3] = 1.0, 1.0  # rows of head_k
+        masks["style_head.weight"], masks["style_head.bias"] = head_w, head_b
+        plane = torch.zeros_like(self.style_in.conv.weight)  # [C, f8 + S, 3, 3]
+        plane[:, FEATURE_CHANNELS[8] + style] = 1.0  # the style's constant plane
+        masks["style_in.conv.weight"] = plane
+        return masks
+
     def encoder_keys_read_by_style(self) -> list[str]:
         """State-dict keys of the encoder weights the style branch's features depend on (strides up to
         :data:`STYLE_FEATURE_STRIDE`): two runs join at export only if these are equal."""

@@ -113,6 +113,11 @@ class TrainConfig:
     # The first d_warmup steps train the discriminator alone (the generator is left as loaded): for
     # an --init without discriminator state (e.g. weights read back by training.from_onnx).
     d_warmup: int = 0
+    # Train only the weights this painting style alone reads (Generator.style_parameter_masks: its
+    # FiLM columns, its output layer, its input plane's weights); the other styles, blends without
+    # it and colorization stay bit-identical. Draw only that style (--style-probs) to spend no steps
+    # on the others.
+    tune_style: str = ""
     d_border: int = 0  # discriminator patches dropped along each edge (see Discriminator: no judging at the edges)
     style_layers: tuple[float, float, float] = (1.0, 1.0, 1.0)
     w_adv_style: float = 0.0
@@ -347,6 +352,11 @@ class Trainer:
                              f"(size + 2 x loss_margin: whole cells in every crop); got {cfg.tone_cell}")
         if cfg.d_warmup < 0:
             raise ValueError(f"d_warmup counts steps of discriminator-only training; expected >= 0, got {cfg.d_warmup}")
+        if cfg.tune_style and cfg.tune_style not in PAINTING_STYLES:
+            raise ValueError(f"tune_style must be one of the painting styles {PAINTING_STYLES}; got {cfg.tune_style!r}")
+        if cfg.tune_style and cfg.lr_encoder > 0:
+            raise ValueError(f"tune_style trains only {cfg.tune_style}'s own weights, but lr_encoder={cfg.lr_encoder} "
+                             "would train the encoder too (shared by every style); leave --lr-encoder at 0")
         if cfg.encoder_tune_stride not in STAGE_STRIDES:
             raise ValueError(f"encoder_tune_stride must be one of {STAGE_STRIDES} (the encoder's stages); got {cfg.encoder_tune_stride}")
         unknown = sorted(set(cfg.school_styles) - set(PAINTING_STYLES))
@@ -370,6 +380,12 @@ class Trainer:
         if cfg.mobilenet:
             self.G.encoder.load_pretrained(cfg.mobilenet)
         self.G.freeze_encoder(cfg.lr_encoder <= 0, cfg.encoder_tune_stride)
+        if cfg.tune_style:  # everything else frozen; gradients masked to the style's own entries
+            masks = self.G.style_parameter_masks(contract.STYLES.index(cfg.tune_style))
+            for name, param in self.G.named_parameters():
+                param.requires_grad_(name in masks)
+                if name in masks:
+                    param.register_hook(lambda g, m=masks[name]: g * m)
         self.G_ema = Generator(cfg.generator_config()).to(self.device).eval().requires_grad_(False)
         if cfg.ink_style:  # train through the ink read-out the export will bake in (same palette, recomputed there)
             palette = ink_palette(cfg.styles_root, cfg.ink_style, cfg.inks, saturation=cfg.ink_saturation)
