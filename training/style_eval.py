@@ -53,7 +53,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sdk import contract
-from sdk.fusion import FUSE_METHODS, FuseParams
+from sdk.fusion import FUSE_METHODS, FuseParams, fuse_rgb
 from training.data import list_images
 
 log = logging.getLogger(__name__)
@@ -510,7 +510,6 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         ``photos/val``, 100 for the photo's colours exactly).
     """
     from sdk import metrics
-    from sdk.fusion import fuse_rgb
 
     styles = PAINTING_STYLES
     n = len(photos)

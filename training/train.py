@@ -115,8 +115,8 @@ class TrainConfig:
     d_warmup: int = 0
     # Train only the weights this painting style alone reads (Generator.style_parameter_masks: its
     # FiLM columns, its output layer, its input plane's weights); the other styles, blends without
-    # it and colorization stay bit-identical. Draw only that style (--style-probs) to spend no steps
-    # on the others.
+    # it and colorization stay bit-identical. --style-probs decides what the discriminator sees: only
+    # that style spends no generator steps on the others (their gradients are masked to zero).
     tune_style: str = ""
     d_border: int = 0  # discriminator patches dropped along each edge (see Discriminator: no judging at the edges)
     style_layers: tuple[float, float, float] = (1.0, 1.0, 1.0)
@@ -256,7 +256,7 @@ def ink_palette(styles_root: str | Path, style: str, inks: int, split: str = "tr
     w = (x[:, 1:].norm(dim=1) + INK_CHROMA_FLOOR) ** saturation if saturation else None  # [P]
     for _ in range(iters):
         label = torch.cdist(x, c).argmin(dim=1)
-        if w is None:
+        if w is None:  # plain means, kept apart so saturation 0 gives the pre-release-13 palette to the bit
             c = torch.stack([x[label == k].mean(0) if (label == k).any() else c[k] for k in range(inks)])
         else:
             c = torch.stack([(x[label == k] * w[label == k, None]).sum(0) / w[label == k].sum() if (label == k).any() else c[k]
