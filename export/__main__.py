@@ -11,60 +11,16 @@ import json
 import logging
 import sys
 
-from export.onnx_export import OPSET, ExportConfig, ExportError, export_onnx
+from export.onnx_export import ExportConfig, ExportError, export_onnx
+from training.config import config_flags, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m export", description="Export the chromaforge generator.")
     sub = p.add_subparsers(dest="command", required=True)
-    o = sub.add_parser("onnx", help="checkpoint -> model.onnx + manifest.json (checked, simplified, parity-tested)")
-    o.add_argument("--checkpoint", required=True, help="last.pt written by `python -m training`")
-    o.add_argument("--out", required=True, help="folder for model.onnx and manifest.json")
-    o.add_argument("--ema", dest="use_ema", action=argparse.BooleanOptionalAction, default=True, help="export EMA weights")
-    o.add_argument("--opset", type=int, default=OPSET)
-    o.add_argument("--simplify", action=argparse.BooleanOptionalAction, default=True, help="run onnxslim")
-    o.add_argument("--tolerance", type=float, default=1e-4, help="max |ORT - PyTorch| allowed")
-    o.add_argument("--parity-images", default="", help="folder of real images for the parity check")
-    o.add_argument("--work-size", type=int, default=ExportConfig.work_size, help="long side the generator runs at")
-    o.add_argument("--style-work-size", type=int, default=0, help="long side stylize runs at (0: --work-size)")
-    o.add_argument("--style-pad", type=int, default=0,
-                   help="reflect padding around stylize's input, cropped off its output (a multiple of 32; 0: none): no edge bands")
-    o.add_argument("--name", default="chromaforge")
-    o.add_argument("--force", action="store_true", help="replace a model already in --out")
-    o.add_argument("--style-checkpoint", default="", help="last.pt of a style-only run (--no-colour) to join with --checkpoint's colour")
-    o.add_argument("--chroma-blur", type=int, default=-1, help="box filter over the read-out chroma at 1/4 size (-1: the checkpoint's; 0: none)")
-    o.add_argument("--chroma-scale", type=float, default=0.0, help="factor on the read-out chroma, in (0, 2] (0: the checkpoint's)")
-    o.add_argument("--chroma-gain", type=float, default=-1.0,
-                   help="exponent in [0, 2] of a per-image chroma gain toward a common colour budget: images painted in strong "
-                        "colours toned down, dull ones lifted (-1: the checkpoint's; 0: none)")
-    o.add_argument("--chroma-gain-ref", type=float, default=0.0,
-                   help="the chroma gain's reference magnitude (0: the median measured on the colour run's training photos)")
-    o.add_argument("--prior-correction", type=float, default=-1.0,
-                   help="share of the colour class rebalancing taken back at read-out, in [0, 1] (-1: the checkpoint's; 0: none)")
-    o.add_argument("--ink-style", default="", help="a painting style printed in flat inks, e.g. ukiyoe (default: none)")
-    o.add_argument("--inks", type=int, default=8, help="ink colours of --ink-style (the school's k-means palette)")
-    o.add_argument("--ink-saturation", type=float, default=-1.0,
-                   help="the ink palette's k-means weights each pixel by (|CbCr| + 0.02) to this power, in [0, 4]: 0 plain k-means "
-                        "(the school's average colours), 2 keeps its strong colours (-1: the checkpoint's)")
-    o.add_argument("--chroma-guide", type=int, default=-1,
-                   help="radius of the guided filter that upsamples chroma along the input's luminance edges (-1: the checkpoint's; 0: bilinear)")
-    o.add_argument("--chroma-guide-eps", type=float, default=0.0,
-                   help="the guided filter's regulariser, a luminance variance (0: the checkpoint's)")
-    o.add_argument("--ink-fields", type=int, default=-1,
-                   help="radius, at half the working size, of the edge-aware vote in which pixels choose an ink: "
-                        "flat fields that keep the photo's outlines (-1: the checkpoint's; 0: no vote)")
-    o.add_argument("--ink-fields-eps", type=float, default=0.0,
-                   help="the ink vote's regulariser, a luminance variance (0: the checkpoint's)")
-    o.add_argument("--ink-lines", type=float, default=-1.0,
-                   help="strength in [0, 1] of key lines drawn over --ink-style in its darkest ink, along the input's dark edges "
-                        "(-1: the checkpoint's; 0: none)")
-    o.add_argument("--ink-lines-sigma", type=float, default=0.0, help="the key lines' width: Gaussian sigma in working-size pixels (0: the checkpoint's)")
-    o.add_argument("--ink-lines-threshold", type=float, default=0.0,
-                   help="luminance step (0..1) below which no key line is drawn (0: the checkpoint's)")
-    o.add_argument("--task-switch", action=argparse.BooleanOptionalAction, default=True,
-                   help="natural-only calls (colorize) skip the style branch, calls without natural weight the colour decoder, inside the graph (export/switch.py)")
-    o.add_argument("--temperature", type=float, default=0.0,
-                   help="colour read-out temperature baked into the graph (0: the checkpoint's; lower = more colourful)")
+    o = sub.add_parser("onnx", help="checkpoint -> model.onnx + manifest.json (checked, simplified, parity-tested)",
+                       description="Export a colour checkpoint (and a style-path checkpoint) to one ONNX model with its manifest.")
+    config_flags(o, ExportConfig)
 
     f = sub.add_parser("fp16", help="FP32 ONNX -> model.fp16.onnx (FP32 inputs/outputs), parity in 8-bit levels, manifest artifact")
     f.add_argument("--model-dir", required=True, help="model folder written by `python -m export onnx`")
@@ -114,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "onnx":
-            cfg = ExportConfig(**_options(args))
+            cfg = config_from_args(ExportConfig, args)
             manifest = export_onnx(cfg)
             print(json.dumps({"out": cfg.out, "sha256": manifest["sha256"], "parity": manifest["parity"]}, indent=2))
         elif args.command == "fp16":

@@ -33,83 +33,76 @@ class ParityError(ExportError):
     """ONNX Runtime and PyTorch disagree by more than the tolerance."""
 
 
+READ_OUT = ("temperature", "chroma_blur", "chroma_scale", "chroma_gain", "chroma_gain_ref", "prior_correction", "chroma_guide",
+            "chroma_guide_eps")
+"""The :class:`training.model.GeneratorConfig` fields an export may change (``--set NAME=VALUE``):
+the colour read-out, which changes no weights. They are documented there, and nowhere else."""
+
+
 @dataclass(frozen=True)
 class ExportConfig:
-    """Options of ``python -m export onnx``.
+    """Options of ``python -m export onnx`` (its flags are derived from these fields).
 
     Args:
-        checkpoint: training checkpoint (``last.pt``) written by ``python -m training``.
+        checkpoint: training checkpoint (``last.pt``) written by ``python -m training`` (colour).
         out: folder to write ``model.onnx`` and ``manifest.json`` into.
-        use_ema: export the EMA generator weights (recommended).
+        style_checkpoint: ``last.pt`` of ``python -m training.style_train`` (or of ``chromaforge
+            style add``) whose style path joins ``checkpoint``'s encoder and colour decoder
+            ("": the checkpoint's own).
+        set: read-out changes, ``NAME=VALUE`` for fields of ``GeneratorConfig`` in :data:`READ_OUT`.
+        use_ema: export the EMA generator weights of ``checkpoint`` (recommended).
         opset: ONNX opset.
         simplify: run onnxslim on the exported graph.
         tolerance: largest allowed |ONNX Runtime - PyTorch| on any output element.
-        parity_images: folder of real images for the parity check (besides random inputs).
+        parity_images: folder of real images for the parity check (besides random inputs; "": the
+            bundled example photo).
         work_size: working resolution (long side) recorded in the manifest.
+        style_work_size: long side for stylize calls (0: ``work_size``).
+        style_pad: reflect padding (px, a multiple of 32) around stylize's working-size input,
+            cropped off the output (manifest ``style_pad``): the image's border lies inside what
+            the style path sees.
         name: model name recorded in the manifest.
         force: replace an existing model in ``out``.
-        temperature: annealed-mean temperature of the colour read-out baked into the graph
-            (0 keeps the checkpoint's; choose it on validation photos, lower = more colourful).
-        chroma_blur: box-filter side over the read-out chroma (-1 keeps the checkpoint's).
-        chroma_scale: factor on the read-out chroma (0 keeps the checkpoint's).
-        prior_correction: share of the class rebalancing taken back at read-out (-1 keeps the
-            checkpoint's; see GeneratorConfig).
-        chroma_gain, chroma_gain_ref: exponent of the per-image chroma gain (-1 keeps the
-            checkpoint's; 0: none) and its reference magnitude (0: measured on the colour run's
-            training photos at ``work_size``; see GeneratorConfig).
-        ink_style: a painting style printed in flat inks ("": none; see GeneratorConfig); its
-            palette comes from the style run's paintings.
-        inks: ink colours.
-        ink_saturation: the palette's k-means weights each pixel by its chroma to this power (-1
-            keeps the checkpoint's; 0: plain k-means; see GeneratorConfig).
-        ink_fields, ink_fields_eps: radius (at half the working size) and regulariser of the
-            edge-aware ink vote (-1 / 0 keep the checkpoint's; 0 radius: no vote; see GeneratorConfig).
-        chroma_guide, chroma_guide_eps: guided chroma upsampling radius (-1 keeps the checkpoint's;
-            0: bilinear) and regulariser (0 keeps the checkpoint's; see GeneratorConfig).
-        ink_lines, ink_lines_sigma, ink_lines_threshold: key lines over the inked style, strength
-            (-1 keeps the checkpoint's; 0: none), width and threshold (0 keep the checkpoint's; see
-            GeneratorConfig).
-        style_checkpoint: a style-only training run whose style branch joins ``checkpoint``'s
-            encoder and colour decoder ("" = the checkpoint's own style branch).
-        style_work_size: long side for stylize calls (0: ``work_size``), written to the manifest.
-        style_pad: reflect padding (px, a multiple of the size multiple) around stylize's
-            working-size input, cropped off the output (manifest ``style_pad``; model card,
-            "Edge bands"): the image's border lies inside what the generator sees.
-        task_switch: build the graph so that natural-only calls (colorize) skip the style branch
-            and calls without natural weight (stylize at full strength) the colour decoder
+        task_switch: build the graph so that natural-only calls (colorize) skip the style path and
+            calls without natural weight (stylize at full strength) the encoder and colour decoder
             (:mod:`export.switch`: same inputs, output and numbers; one file).
     """
 
-    checkpoint: str
-    out: str
-    use_ema: bool = True
+    checkpoint: str = dataclasses.field(metadata={"help": "last.pt written by `python -m training` (colour)"})
+    out: str = dataclasses.field(metadata={"help": "folder for model.onnx and manifest.json"})
+    style_checkpoint: str = dataclasses.field(default="", metadata={"help": "last.pt of `python -m training.style_train` to join"})
+    set: tuple[str, ...] = dataclasses.field(default=(), metadata={"help": f"read-out changes NAME=VALUE, NAME in {', '.join(READ_OUT)}"})
+    use_ema: bool = dataclasses.field(default=True, metadata={"help": "export the colour run's EMA weights"})
     opset: int = OPSET
-    simplify: bool = True
-    tolerance: float = 1e-4
-    parity_images: str = ""
-    work_size: int = contract.WORK_SIZE
+    simplify: bool = dataclasses.field(default=True, metadata={"help": "run onnxslim"})
+    tolerance: float = dataclasses.field(default=1e-4, metadata={"help": "max |ORT - PyTorch| allowed"})
+    parity_images: str = dataclasses.field(default="", metadata={"help": "folder of real images for the parity check"})
+    work_size: int = dataclasses.field(default=contract.WORK_SIZE, metadata={"help": "long side the generator runs at"})
+    style_work_size: int = dataclasses.field(default=0, metadata={"help": "long side stylize runs at (0: --work-size)"})
+    style_pad: int = dataclasses.field(default=0, metadata={"help": "reflect padding around stylize's input, cropped off its output (a multiple of 32)"})
     name: str = "chromaforge"
-    force: bool = False
-    temperature: float = 0.0
-    chroma_blur: int = -1
-    chroma_scale: float = 0.0
-    prior_correction: float = -1.0
-    chroma_gain: float = -1.0
-    chroma_gain_ref: float = 0.0
-    ink_style: str = ""
-    inks: int = 8
-    ink_saturation: float = -1.0
-    ink_fields: int = -1
-    ink_fields_eps: float = 0.0
-    ink_lines: float = -1.0
-    ink_lines_sigma: float = 0.0
-    ink_lines_threshold: float = 0.0
-    chroma_guide: int = -1
-    chroma_guide_eps: float = 0.0
-    style_checkpoint: str = ""
-    style_work_size: int = 0
-    style_pad: int = 0
-    task_switch: bool = True
+    force: bool = dataclasses.field(default=False, metadata={"help": "replace a model already in --out"})
+    task_switch: bool = dataclasses.field(default=True, metadata={"help": "run only the paths a call needs, inside the graph (export/switch.py)"})
+
+    def overrides(self) -> dict:
+        """``set`` as {field: value}, each value of its field's type.
+
+        Raises:
+            ExportError: not NAME=VALUE, a field outside :data:`READ_OUT`, or a value of the wrong type.
+        """
+        from training.model import GeneratorConfig
+
+        types = {f.name: type(f.default) for f in dataclasses.fields(GeneratorConfig) if f.name in READ_OUT}
+        out = {}
+        for item in self.set:
+            name, sep, value = item.partition("=")
+            if not sep or name not in types:
+                raise ExportError(f"--set takes NAME=VALUE with NAME one of {', '.join(READ_OUT)}; got {item!r}")
+            try:
+                out[name] = types[name](value)
+            except ValueError:
+                raise ExportError(f"--set {item!r}: {name} takes a {types[name].__name__}") from None
+        return out
 
 
 NOTICE = Path(__file__).with_name("NOTICE-encoder.txt")
@@ -134,33 +127,21 @@ def _read_checkpoint(path: str | Path) -> dict:
     return ck
 
 
-def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: float = 0.0, style_checkpoint: str | Path | None = None,
-                   chroma_blur: int = -1, chroma_scale: float = 0.0, prior_correction: float = -1.0,
-                   ink_style: str = "", inks: int = 8, ink_saturation: float = -1.0, ink_fields: int = -1,
-                   ink_fields_eps: float = 0.0, chroma_guide: int = -1, chroma_guide_eps: float = 0.0,
-                   ink_lines: float = -1.0, ink_lines_sigma: float = 0.0, ink_lines_threshold: float = 0.0,
-                   chroma_gain: float = -1.0, chroma_gain_ref: float = 0.0, work_size: int = contract.WORK_SIZE):
+def load_generator(checkpoint: str | Path, use_ema: bool = True, style_checkpoint: str | Path | None = None,
+                   overrides: dict | None = None):
     """Rebuild the generator from a training checkpoint; returns (model in eval mode, checkpoint dict).
 
     Args:
-        checkpoint: ``last.pt`` of a run (colour, style, or both).
+        checkpoint: ``last.pt`` of a colour run (``python -m training``) or one rebuilt from a
+            model (:mod:`export.from_onnx`), with its style path.
         use_ema: take the EMA weights.
-        temperature: > 0 replaces the colour read-out's annealed-mean temperature.
-        chroma_blur: >= 0 replaces the read-out's box-filter side (see GeneratorConfig).
-        chroma_scale: > 0 replaces the read-out's chroma factor.
-        prior_correction: >= 0 replaces the read-out's prior correction; when the result is > 0 the
-            class weights come from the checkpoint or are recomputed from the run's training photos.
-        ink_style, inks: the ink read-out (see GeneratorConfig); the palette is computed
-            from the style run's paintings (its config's ``styles_root``).
-        ink_saturation, ink_fields, ink_fields_eps, chroma_guide, chroma_guide_eps, ink_lines, ink_lines_sigma,
-            ink_lines_threshold, chroma_gain: further read-out overrides, as in :class:`ExportConfig`.
-        chroma_gain_ref: > 0 sets the chroma gain's reference; 0 keeps the checkpoint's, or, when
-            the gain is given here, measures it on the colour run's training photos at ``work_size``.
-        style_checkpoint: a style-only run (``--no-colour``) whose style branch replaces the
-            checkpoint's: colour and style share only the frozen encoder, so two runs join.
+        style_checkpoint: ``last.pt`` of ``python -m training.style_train`` whose style network
+            (and style names) replace the checkpoint's: colour and style share nothing, so two runs join.
+        overrides: read-out fields of ``GeneratorConfig`` to change (:data:`READ_OUT`).
 
     Raises:
-        ExportError: a missing or foreign checkpoint, or one of an older generator design.
+        ExportError: a missing or foreign checkpoint, one of an older generator design, a
+            prior correction without the class weights the colour run saved, or overrides that do not fit.
     """
     import torch
 
@@ -170,105 +151,50 @@ def load_generator(checkpoint: str | Path, use_ema: bool = True, temperature: fl
     ck = _read_checkpoint(path)
     try:
         gcfg = dataclasses.asdict(GeneratorConfig.from_dict(ck["generator"]))
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ExportError(f"{path} was written by an older generator design ({e}); "
                           "export it with the chromaforge release that trained it, or retrain") from None
-    # Read-out overrides, (value, given?): the CLI defaults (0 or -1, outside each field's range) keep the checkpoint's.
-    overrides = {"temperature": (temperature, temperature > 0), "chroma_blur": (chroma_blur, chroma_blur >= 0),
-                 "chroma_scale": (chroma_scale, chroma_scale > 0), "prior_correction": (prior_correction, prior_correction >= 0),
-                 "ink_saturation": (ink_saturation, ink_saturation >= 0), "ink_fields": (ink_fields, ink_fields >= 0), "ink_fields_eps": (ink_fields_eps, ink_fields_eps > 0),
-                 "chroma_guide": (chroma_guide, chroma_guide >= 0), "chroma_guide_eps": (chroma_guide_eps, chroma_guide_eps > 0),
-                 "ink_lines": (ink_lines, ink_lines >= 0), "ink_lines_sigma": (ink_lines_sigma, ink_lines_sigma > 0),
-                 "ink_lines_threshold": (ink_lines_threshold, ink_lines_threshold > 0),
-                 "chroma_gain": (chroma_gain, chroma_gain >= 0), "chroma_gain_ref": (chroma_gain_ref, chroma_gain_ref > 0)}
-    gcfg.update({name: value for name, (value, given) in overrides.items() if given})
-    if ink_style:
-        gcfg.update(ink_style=ink_style, inks=inks)
-    key = "G_ema" if use_ema else "G"
-    weights = ck[key]
+    unknown = sorted(set(overrides or {}) - set(READ_OUT))
+    if unknown:
+        raise ExportError(f"only the read-out can change at export ({', '.join(READ_OUT)}); got {unknown}")
+    gcfg.update(overrides or {})
+    weights = dict(ck["G_ema" if use_ema else "G"])
     if style_checkpoint is not None:
-        sk = _read_checkpoint(style_checkpoint)
-        gcfg["widths"] = gcfg["widths"][:3] + tuple(sk["generator"]["widths"][3:])
-        gcfg["style_widths"] = tuple(sk["generator"].get("style_widths", GeneratorConfig.style_widths))
-        # The style branch reads the encoder's stride-4 and -8 features: those layers must match; the
-        # colour run's layers past them (fine-tuned with --encoder-tune-stride 16) are the colour decoder's own.
-        shared = set(Generator(GeneratorConfig(**gcfg)).encoder_keys_read_by_style())
-        differ = [k for k in sorted(shared) if k in weights and k in sk[key] and not torch.equal(weights[k], sk[key][k])]
-        if differ:
-            raise ExportError(f"{path} and {style_checkpoint} were trained on different encoder weights ({differ[0]} differs, "
-                              f"{len(differ)} tensors in all); the style branch reads the encoder's stride-4 and -8 features, so both "
-                              "runs must share those layers: fine-tune the colour run's encoder with --encoder-tune-stride 16 at most")
+        sk = _read_style_checkpoint(style_checkpoint)
+        net = sk["net_config"]
+        gcfg.update(styles=(contract.NATURAL, *sk["styles"]), style_widths=tuple(net["widths"]), style_res_blocks=net["res_blocks"])
         weights = {k: v for k, v in weights.items() if not k.startswith(STYLE_PREFIX)}
-        weights.update({k: v for k, v in sk[key].items() if k.startswith(STYLE_PREFIX)})
-        ck = {**ck, "style_checkpoint": {"path": str(style_checkpoint), "step": sk.get("step"), "config": sk.get("config", {})}}
+        weights.update({STYLE_PREFIX + k: v for k, v in sk["net"].items()})
+        ck = {**ck, "style_checkpoint": {"path": str(style_checkpoint), "step": sk.get("step"), "config": sk.get("config", {}),
+                                         "exemplars": sk.get("exemplars")}}
     try:
         G = Generator(GeneratorConfig(**gcfg))
-    except ValueError as e:
+    except (ValueError, TypeError) as e:
         raise ExportError(f"read-out options do not fit: {e}") from None
-    own = G.state_dict()
-    if style_checkpoint is not None:  # the colour run may carry an older style branch: keep what this design has
-        weights = {k: v for k, v in weights.items() if k in own}
     try:
         G.load_state_dict(weights)
     except RuntimeError as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])[:400]
         raise ExportError(f"{path} does not fit this generator design: {detail}") from None
     if G.cfg.prior_correction > 0:
-        from training.train import colour_class_weights
-
         w = ck.get("class_weights")
         if w is None:
-            try:
-                w = colour_class_weights(ck.get("config", {}), G.bins)
-            except (FileNotFoundError, KeyError) as e:
-                raise ExportError(f"prior correction needs the colour run's class weights: {path} has none saved and "
-                                  f"they cannot be recomputed ({e})") from None
+            raise ExportError(f"a prior correction needs the colour run's class weights, and {path} has none saved "
+                              "(checkpoints of `python -m training` and `export.from_onnx` carry them); or --set prior_correction=0")
         G.class_log_weights.copy_(torch.log(w.float()))
-    if G.cfg.chroma_gain > 0 and chroma_gain >= 0 and not chroma_gain_ref > 0:
-        try:
-            ref = chroma_gain_reference(G.eval(), ck.get("config", {}).get("photos", ""), work_size)
-        except FileNotFoundError as e:
-            raise ExportError(f"the chroma gain's reference is measured on the colour run's training photos: {e}; "
-                              "or give it (--chroma-gain-ref)") from None
-        G.cfg = dataclasses.replace(G.cfg, chroma_gain_ref=ref)
-    if G.cfg.ink_style:
-        from training.train import TrainConfig, ink_palette
-
-        styles_root = (ck.get("style_checkpoint") or {}).get("config", ck.get("config", {})).get("styles_root", TrainConfig.styles_root)
-        try:
-            G.ink_palette.copy_(ink_palette(styles_root, G.cfg.ink_style, G.cfg.inks, saturation=G.cfg.ink_saturation))
-        except FileNotFoundError as e:
-            raise ExportError(f"the ink read-out needs the {G.cfg.ink_style} paintings: {e}") from None
     return G.eval(), ck
 
 
-def chroma_gain_reference(G, photos: str | Path, work_size: int, limit: int = 200) -> float:
-    """Median over up to ``limit`` photos (evenly spaced, sorted) of the generator's mean expected
-    chroma magnitude (:meth:`Generator.annealed_mean`), each photo's luminance at ``work_size``
-    as the SDK runs it: the reference of the per-image chroma gain, rounded to 4 decimals.
-
-    Raises:
-        FileNotFoundError: ``photos`` is not a folder of images.
-    """
+def _read_style_checkpoint(path: str | Path) -> dict:
     import torch
-    from PIL import Image
 
-    from sdk import processing
-    from training.data import select_files
-    from training.model import one_hot_style
-
-    files = select_files(photos, limit) if str(photos) else []
-    if not files:
-        raise FileNotFoundError(f"no photos in {str(photos)!r} (run from the folder the colour run was started in, beside ../shared)")
-    style = one_hot_style(torch.zeros(1, dtype=torch.long), G.cfg.n_styles)  # natural: the colour decoder
-    values = []
-    with torch.no_grad():
-        for f in files:
-            luma = np.asarray(Image.open(f).convert("L"))
-            x = processing.resize_luma(luma, processing.work_shape(*luma.shape, work_size, contract.SIZE_MULTIPLE))
-            logits = G.colour_logits(G.encoder(torch.from_numpy(np.ascontiguousarray(x))[None, None]), style)
-            values.append(float(G.annealed_mean(logits)[1][0]))
-    return round(float(np.median(values)), 4)
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"style checkpoint {path} does not exist; expected a last.pt written by `python -m training.style_train`")
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ck, dict) or not {"net", "net_config", "styles"} <= set(ck):
+        raise ExportError(f"{path} is not a style-path checkpoint (no 'net'/'net_config'/'styles' entries)")
+    return ck
 
 
 def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -357,11 +283,7 @@ def export_onnx(cfg: ExportConfig) -> dict:
                           f"{MAX_WORK_SIZE // 4} (the encoder's grid must stay aligned with the image)")
     if not cfg.force and (model_path.exists() or manifest_path.exists()):
         raise ExportError(f"{out} already holds a model; pass --force to replace it, or choose another --out")
-    read_out = ("temperature", "chroma_blur", "chroma_scale", "chroma_gain", "chroma_gain_ref", "prior_correction", "ink_style", "inks", "ink_saturation",
-                "ink_fields", "ink_fields_eps",
-                "chroma_guide", "chroma_guide_eps", "ink_lines", "ink_lines_sigma", "ink_lines_threshold")
-    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, style_checkpoint=cfg.style_checkpoint or None, work_size=cfg.work_size,
-                           **{name: getattr(cfg, name) for name in read_out})
+    G, ck = load_generator(cfg.checkpoint, cfg.use_ema, style_checkpoint=cfg.style_checkpoint or None, overrides=cfg.overrides())
     n_styles = G.cfg.n_styles
     out.mkdir(parents=True, exist_ok=True)
 
@@ -404,7 +326,7 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
     onnx_fp32 = Artifact(file=contract.MODEL_NAME, format="onnx", precision="fp32", sha256=sha256_file(model_path),
                          bytes=model_path.stat().st_size, opset=cfg.opset)
     return Manifest(
-        styles=contract.STYLES[: G.cfg.n_styles],
+        styles=tuple(G.cfg.styles),
         work_size=cfg.work_size,
         style_work_size=cfg.style_work_size,
         style_pad=cfg.style_pad,
@@ -426,13 +348,14 @@ def build_manifest(cfg: ExportConfig, model_path: Path, G, ck: dict, report: dic
                 "photos": train_cfg.get("photos"),
                 "styles_root": train_cfg.get("styles_root"),
                 "style_run": {k: v for k, v in ck.get("style_checkpoint", {}).items() if k != "config"} or None,
-                # a checkpoint rebuilt from an exported model (training.from_onnx): that model and its provenance
+                "style_training": {k: v for k, v in ck.get("style_checkpoint", {}).get("config", {}).items()
+                                   if k in ("steps", "size", "batch", "lr", "w_content", "w_style", "w_coarse", "w_tv", "photos")} or None,
+                # a checkpoint rebuilt from an exported model (export.from_onnx): that model and its provenance
                 **({"recovered_from": {k: v for k, v in ck["recovered_from"].items() if k != "parity"}} if "recovered_from" in ck else {}),
             },
             "parity": {**report, "tolerance": cfg.tolerance},
-            "graph": ("task-switch: natural-only calls skip the style branch, calls without natural weight the colour decoder "
-                      "and the encoder past stride 8"
-                      + (f", and calls without {G.cfg.ink_style} weight the ink read-out" if G.cfg.ink_style else "")) if cfg.task_switch else "plain",
+            "graph": ("task-switch: natural-only calls skip the style path, calls without natural weight the encoder and "
+                      "the colour decoder") if cfg.task_switch else "plain",
             "versions": {"chromaforge": sdk.__version__, "torch": torch_v, "onnx": onnx_v, "onnxruntime": ort_v, "onnxslim": slim_v},
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },

@@ -21,11 +21,24 @@ DATASETS = SHARED / "datasets"
 VGG = SHARED / "weights" / "vgg19_relu3_1_caffe.safetensors"
 MOBILENET = SHARED / "weights" / "mobilenet_v2_100.safetensors"
 
-TINY = dict(widths=(8, 8, 8, 8, 4), attention=True)
+TINY = dict(widths=(8, 8, 8, 8, 4), attention=True, style_widths=(4, 8, 8), style_res_blocks=1)
+"""A tiny generator: colour decoder with attention, and a small style path (every painting style)."""
+
+
+def _randomise_style_rows(net) -> None:
+    """Give every painting style its own normalisation scales and shifts (a fresh StyleNet has
+    ones and zeros, the same for all), so the style input really changes the styled output."""
+    import torch
+
+    for norm in net.norms():
+        torch.nn.init.normal_(norm.gamma, mean=1.0, std=0.3)
+        torch.nn.init.normal_(norm.beta, std=0.3)
 
 
 def make_checkpoint(path: Path, seed: int = 0, **gen_kwargs) -> Path:
-    """Write a training-format checkpoint of a randomly initialised generator."""
+    """Write a colour-run checkpoint (the format ``python -m training`` saves, without optimiser
+    state, class weights or run config) of a randomly initialised generator of the current design:
+    ``TINY`` overridden by ``gen_kwargs`` (fields of GeneratorConfig)."""
     import torch
 
     from training.model import Generator, GeneratorConfig
@@ -33,14 +46,32 @@ def make_checkpoint(path: Path, seed: int = 0, **gen_kwargs) -> Path:
     torch.manual_seed(seed)
     cfg = GeneratorConfig(**{**TINY, **gen_kwargs})
     G = Generator(cfg)
-    # Non-zero FiLM and style-head weights, so the style input really changes the output.
+    # Non-zero FiLM weights in the colour decoder, and per-style rows in the style path.
     for m in G.modules():
         if m.__class__.__name__ == "FiLM":
             torch.nn.init.normal_(m.gamma.weight, std=0.3)
             torch.nn.init.normal_(m.beta.weight, std=0.3)
-    torch.nn.init.normal_(G.style_head.weight, std=0.05)
+    _randomise_style_rows(G.style_net)
     sd = G.state_dict()
     torch.save({"G": sd, "G_ema": sd, "generator": dataclasses.asdict(cfg), "step": 0, "config": {}}, path)
+    return path
+
+
+def make_style_checkpoint(path: Path, seed: int = 0, styles: tuple[str, ...] | None = None, widths: tuple[int, int, int] = (4, 8, 8),
+                          res_blocks: int = 1) -> Path:
+    """Write a style-run checkpoint (the entries ``python -m training.style_train`` saves that export
+    reads) of a randomly initialised style network for ``styles`` (default: the painting styles)."""
+    import torch
+
+    from sdk import contract
+    from training.stylenet import StyleNet, StyleNetConfig
+
+    torch.manual_seed(seed)
+    styles = tuple(styles or contract.PAINTING_STYLES)
+    net = StyleNet(StyleNetConfig(widths=widths, res_blocks=res_blocks, n_styles=len(styles)))
+    _randomise_style_rows(net)
+    torch.save({"net": net.state_dict(), "net_config": dataclasses.asdict(net.cfg), "styles": list(styles), "step": 0, "config": {},
+                "exemplars": {}}, path)
     return path
 
 

@@ -93,6 +93,7 @@ def test_wheel_ships_model_and_example(tmp_path):
     (whl,) = tmp_path.glob("chromaforge-*.whl")
     names = set(zipfile.ZipFile(whl).namelist())
     for needed in ["sdk/models/default/model.onnx", "sdk/models/default/manifest.json", "sdk/models/default/NOTICE.txt", "sdk/examples/astronaut.jpg",
+                   "sdk/models/stylenet/model.onnx", "sdk/models/stylenet/manifest.json", "sdk/models/stylenet/MODEL_CARD.md",
                    "sdk/backends/onnxruntime.py", "training/model.py", "export/onnx_export.py"]:
         assert needed in names, f"{needed} missing from the wheel"
     assert any(n.endswith("entry_points.txt") for n in names)

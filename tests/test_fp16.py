@@ -54,7 +54,7 @@ def test_fp16_file_has_fp32_io_and_fp16_weights(fp16_dir: Path):
     assert kinds.count(onnx.TensorProto.FLOAT16) > 0.8 * len(kinds)
     nodes = list(_all_nodes(model.graph))  # the colour decoder sits in both branches of the task switch (export/switch.py)
     softmax = [n for n in nodes if n.op_type == "Softmax"]
-    assert {n.name.split("_")[0] for n in softmax} == {"natural", "full"}
+    assert {n.name.split("_")[0] for n in softmax} == {"natural", "part"}
     types = _value_types(model)  # the read-out runs in FP32: softmax over the bins in and out, the last Conv in FP16
     assert all(types[s.input[0]] == types[s.output[0]] == f32 for s in softmax)
     convs = [n for n in nodes if n.op_type == "Conv"]
@@ -63,12 +63,12 @@ def test_fp16_file_has_fp32_io_and_fp16_weights(fp16_dir: Path):
 
 def test_readout_nodes_are_the_nodes_after_the_last_convolution(tiny_model_dir: Path):
     """readout_nodes: in every graph and If body, what leads to no Conv (softmax, annealed mean, the
-    style residual on the luminance, clamps), never a Conv or what feeds one."""
+    style path's sigmoid and colour conversion, clamps), never a Conv or what feeds one."""
     model = onnx.load(str(tiny_model_dir / "model.onnx"))
     names = set(readout_nodes(model))
     nodes = {n.name: n for n in _all_nodes(model.graph)}
     assert names and names <= set(nodes)
-    assert {nodes[n].op_type for n in names} >= {"Softmax", "MatMul", "Clip", "Tanh"}
+    assert {nodes[n].op_type for n in names} >= {"Softmax", "MatMul", "Clip", "Sigmoid"}
     assert not any(nodes[n].op_type in ("Conv", "If") for n in names)
     consumers = {}
     for n in nodes.values():

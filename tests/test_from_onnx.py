@@ -1,4 +1,4 @@
-"""training.from_onnx: a training checkpoint read back from an exported graph."""
+"""export.from_onnx: a training checkpoint read back from an exported graph."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from conftest import REPO, edit_manifest, make_checkpoint
 from export.onnx_export import ExportConfig, export_onnx
 from sdk.manifest import sha256_file
 from training.model import Generator, GeneratorConfig
-from training.from_onnx import RecoverConfig, RecoveryError, recover
+from export.from_onnx import RecoverConfig, RecoveryError, recover
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -53,10 +53,10 @@ def test_recovered_checkpoint_exports_the_same_model(tmp_path: Path):
 
 
 def test_bundled_model_is_recovered_within_parity(tmp_path: Path):
-    out = recover(RecoverConfig(model_dir=str(REPO / "sdk" / "models" / "default"), out=str(tmp_path / "r.pt")))
+    out = recover(RecoverConfig(model_dir=str(REPO / "sdk" / "models" / "stylenet"), out=str(tmp_path / "r.pt")))
     ck = torch.load(out, map_location="cpu", weights_only=False)
     assert ck["recovered_from"]["parity"]["max_abs"] < 1e-4
-    assert ck["generator"]["ink_style"] == "ukiyoe" and "class_weights" in ck
+    assert ck["generator"]["styles"][0] == "natural" and "class_weights" in ck
 
 
 def test_a_graph_whose_branches_disagree_is_refused(model_copy: Path, tmp_path: Path):
@@ -78,16 +78,16 @@ def test_a_graph_whose_branches_disagree_is_refused(model_copy: Path, tmp_path: 
         recover(RecoverConfig(model_dir=str(model_copy), out=str(tmp_path / "r.pt")))
 
 
-def test_a_release_11_layout_is_recovered(model_copy: Path, tiny_checkpoint: Path, tmp_path: Path):
-    """Graphs exported before the encoder split (the whole encoder in the main graph, as releases
-    up to 11 ship) are recognised and read back as exactly."""
-    from export.onnx_export import load_generator
-    from export.switch import SPLIT_NODE, switched_model
-
-    G, _ = load_generator(tiny_checkpoint)
-    old = switched_model(G.eval(), 17, tmp_path, simplify=True, split_encoder=False)
-    assert not any(n.name == SPLIT_NODE for n in old.graph.node)
-    onnx.save(old, str(model_copy / "model.onnx"))
+def test_an_older_design_or_layout_is_refused(model_copy: Path, tmp_path: Path):
+    """A manifest of the release-13 generator (ink read-out fields), or a graph without this layout's
+    encoder switch, is refused with a message, not read back wrong."""
+    edit_manifest(model_copy, lambda raw: raw["generator"].update(ink_style="ukiyoe"))
+    with pytest.raises(RecoveryError, match="another generator design"):
+        recover(RecoverConfig(model_dir=str(model_copy), out=str(tmp_path / "r.pt")))
+    edit_manifest(model_copy, lambda raw: raw["generator"].pop("ink_style"))
+    model = onnx.load(str(model_copy / "model.onnx"))
+    next(n for n in model.graph.node if n.op_type == "If").name = "switch_if_colour_features"
+    onnx.save(model, str(model_copy / "model.onnx"))
     digest, size = sha256_file(model_copy / "model.onnx"), (model_copy / "model.onnx").stat().st_size
 
     def refresh(raw: dict) -> None:
@@ -95,8 +95,8 @@ def test_a_release_11_layout_is_recovered(model_copy: Path, tiny_checkpoint: Pat
         raw["artifacts"][0].update(sha256=digest, bytes=size)
 
     edit_manifest(model_copy, refresh)
-    got, want = _weights(recover(RecoverConfig(model_dir=str(model_copy), out=str(tmp_path / "r.pt")))), _weights(tiny_checkpoint)
-    assert set(got) == set(want) and all(torch.equal(got[k], want[k]) for k in want)
+    with pytest.raises(RecoveryError, match="release 13 or older"):
+        recover(RecoverConfig(model_dir=str(model_copy), out=str(tmp_path / "r.pt")))
 
 
 def test_an_existing_output_is_kept(tiny_model_dir: Path, tmp_path: Path):

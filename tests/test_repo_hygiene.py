@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 EXPECTED_ROOT = {
-    ".ci", ".gitignore", "README.md", "pyproject.toml",
+    ".ci", ".gitignore", "CHANGELOG.md", "README.md", "pyproject.toml",
     "benchmarks", "docs", "export", "sdk", "tests", "training",
 }
 """Top-level entries git tracks or would add (ignored build outputs such as *.egg-info do not count)."""

@@ -117,8 +117,9 @@ def test_max_batch_splits_runs(tiny_pipeline):
 def test_buckets_pad_and_crop(tiny_pipeline, mixed):
     """A backend declaring buckets sees only bucket shapes; results match a backend accepting any
     shape. Padding is replicate, bottom and right, so the output equals the any-shape backend run
-    on the padded input and cropped (exactly), and differs from the unpadded run only by the
-    padding's small effect on the network's receptive fields (float tolerance; <= 2 levels)."""
+    on the padded input and cropped (exactly). Colorize differs from the unpadded run only by the
+    padding's small effect on the network's receptive fields (float tolerance; <= 2 levels);
+    stylize by more, since its instance norms take statistics over the whole (padded) input."""
     buckets = ((256, 256), (192, 256))
     backend = DeclaredBackend(tiny_pipeline.manifest, buckets=buckets)
     jobs = [stages.prepare(im, task, params, tiny_pipeline.manifest) for im, task, params in mixed]
@@ -132,10 +133,13 @@ def test_buckets_pad_and_crop(tiny_pipeline, mixed):
         luma = np.pad(job.luma, [(0, bucket[0] - job.shape[0]), (0, bucket[1] - job.shape[1])], mode="edge")
         ref = tiny_pipeline.runner.run(luma[None, None], job.style[None])[0, :, :job.shape[0], :job.shape[1]]
         np.testing.assert_allclose(a, ref, atol=1e-6)
-        np.testing.assert_allclose(a, b, atol=2e-2)
-        assert np.abs(a - b).mean() < 1e-4
-        pix = np.abs(stages.finish(job, a).astype(int) - stages.finish(job, b))
-        assert pix.max() <= 2 and pix.mean() < 0.05
+        if job.task == "colorize":
+            np.testing.assert_allclose(a, b, atol=2e-2)
+            assert np.abs(a - b).mean() < 1e-4
+            pix = np.abs(stages.finish(job, a).astype(int) - stages.finish(job, b))
+            assert pix.max() <= 2 and pix.mean() < 0.05
+        else:  # the style path's instance norms see the padding in their image statistics: close, not equal
+            assert np.abs(a - b).mean() < 0.05
 
 
 def test_float16_inputs(tiny_pipeline, mixed):

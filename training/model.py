@@ -14,14 +14,14 @@ full-range YCbCr (see :mod:`sdk.contract`).
   ``softmax(logits / T) @ bin_centres`` (Zhang et al. 2016) inside the graph, so the model still
   outputs chroma. Classification with class rebalancing avoids the sepia mean that L1 regression
   gives; ``T`` trades colourfulness against safety (1 = mean, to 0 = mode).
-- **Style branch**: its own small decoder from the encoder's stride-8 and stride-4 features (with
-  the style weights as constant planes) up to full working resolution (with the input luminance
-  concatenated for detail), ending in one output layer per style mixed by the style weights. It
-  paints Y (a residual on the input luminance) and CbCr. The output is
-  ``(1 - g) * natural + g * styled`` with ``g = 1 - s_natural``: natural colorization is exactly
-  the colour head, full style is exactly the style branch, and ``strength`` blends linearly.
-  Colour and style share only the frozen encoder, so they train as separate runs (in parallel)
-  and ``python -m export onnx --style-checkpoint`` joins them.
+- **Style path** (:mod:`training.stylenet`): a feed-forward painting network of its own on the
+  luminance, with conditional instance normalisation (Dumoulin et al. 2017): all convolutions are
+  shared, a style is one row of every normalisation's scale and shift, and the painting weights
+  mix those rows. The output is ``(1 - g) * natural + g * styled`` with ``g = 1 - s_natural``:
+  natural colorization is exactly the colour head, full style is exactly the style path, and
+  ``strength`` blends linearly toward the colorization. Colour and style share nothing, so they
+  train as separate runs (``python -m training`` and ``python -m training.style_train``) and
+  ``python -m export onnx --style-checkpoint`` joins them.
 
 Layout (working resolution H x W, both multiples of 32)::
 
@@ -29,10 +29,11 @@ Layout (working resolution H x W, both multiples of 32)::
     f32 -> lat32 [N,c16,H/32] (-> multi-modal attention, optional)
         -> up16 [N,c16,H/16] + lat16(f16) -> up8 [N,c8,H/8] + lat8(f8) -> up4 [N,c4,H/4] + lat4(f4)
     colour: colour_head [N,Q,H/4] -> annealed mean [N,2,H/4] -> bilinear x4 [N,2,H,W]
-    style:  cat(f8, style planes) -> style_in [N,s8,H/8] -> style_up4 [N,s4,H/4] + style_lat4(f4)
-        -> style_up2 [N,c2,H/2] -> cat(upsample, luma) -> style_up1 [N,c1,H,W]
-        -> style_head [N,3*S,H,W] -> sum_k s_k * head_k = (dY, C) [N,3,H,W]
-    out = (1 - g) * (luma, CbCr) + g * (luma + tanh(dY), tanh(C) / 2), g = 1 - s_natural, clamped
+    style:  luma, painting weights p = s[1:] / sum(s[1:]) -> style_net -> RGB [N,3,H,W] -> YCbCr
+    out = (1 - g) * (luma, CbCr) + g * styled, g = 1 - s_natural, clamped
+
+The colour decoder's FiLM layers read a constant (the natural style's column): colorization does
+not depend on the painting styles, so adding a style leaves it bit-identical.
 
 Decoders upsample then convolve (no transposed convolutions, no checkerboards).
 """
@@ -49,35 +50,10 @@ from torch import nn
 
 from sdk import contract
 from training.encoder import FEATURE_CHANNELS, SEMANTIC_CHANNELS, MobileNetV2Encoder
-
-INK_VOTE_SOFTNESS = 0.05
-"""Temperature of the ink vote's softmax over voted shares (~0..1): a 60/40 vote is ~98 % the
-majority's ink, a tie stays a blend (continuous, so ONNX Runtime and PyTorch agree at field edges)."""
-
-KEY_LINE_SCALE = 1.6
-"""Ratio of the two Gaussians of the key lines' difference of Gaussians (Marr & Hildreth's 1.6)."""
-
-STYLE_FEATURE_STRIDE = 8
-"""The style branch reads the encoder's features at strides 4 and 8 only (:meth:`Generator.styled`):
-the layers past them serve the colour decoder alone and may be fine-tuned for it."""
+from training.stylenet import StyleNet, StyleNetConfig, painting_weights
 
 CHROMA_GAIN_LIMITS = (0.5, 2.0)
 """Range of the per-image chroma gain (``GeneratorConfig.chroma_gain``): at most halves or doubles an image's chroma."""
-
-
-def gaussian_kernel(sigma: float) -> torch.Tensor:
-    """A normalised 1-D Gaussian [2r+1], r = ceil(3 sigma)."""
-    r = max(1, int(np.ceil(3.0 * sigma)))
-    t = torch.arange(-r, r + 1, dtype=torch.float32)
-    k = torch.exp(-t * t / (2.0 * sigma * sigma))
-    return k / k.sum()
-
-
-def gaussian_blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """Separable blur of [N,1,H,W] by a 1-D kernel [2r+1], edges replicated."""
-    r = kernel.numel() // 2
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), kernel.view(1, 1, -1, 1))
 
 
 def guided_coefficients(guide: torch.Tensor, src: torch.Tensor, radius: int, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,9 +101,11 @@ class GeneratorConfig:
     """Sizes of the generator.
 
     Args:
-        widths: colour decoder channels at 1/16, 1/8, 1/4, then the style branch's at 1/2 and 1/1.
-        style_widths: the style branch's channels at 1/8 and 1/4.
-        n_styles: length of the style-weight vector.
+        widths: colour decoder channels at 1/16, 1/8, 1/4 (two more entries, unused: the
+            layout of releases up to 13, kept so their colour checkpoints load).
+        styles: the style names, in the order of the style-weight vector (index 0 ``natural``).
+        style_widths: the style network's channels at 1/1, 1/2 and 1/4 (:class:`StyleNetConfig`).
+        style_res_blocks: its residual blocks.
         attention: include the multi-modal attention block at the 1/32 bottleneck (see the model
             card's ablation).
         semantic: also feed the colour decoder the encoder's own 1x1 head (MobileNetV2's 1280
@@ -157,41 +135,17 @@ class GeneratorConfig:
             the logits learn ``log p + log w``; subtracting ``a * log w`` (the buffer
             ``class_log_weights``, set at export from the training photos' colour prior) moves
             the read-out toward the unweighted posterior, whose mean is the accurate but duller one.
-        ink_style: a painting style whose output is printed in a few flat inks ("" : none), as a
-            woodblock print is: each pixel takes the nearest of ``inks`` colours, the school's
-            palette (the buffer ``ink_palette``, set at export, or by the trainer, from its
-            paintings). Weighted by that style's weight, so blends and strengths ink partly.
-        inks: number of ink colours.
-        ink_saturation: how the palette is found: k-means over the school's pixels with each pixel
-            weighted by ``(|CbCr| + 0.02) ** ink_saturation`` in its cluster's mean (0: plain
-            k-means, whose means drift toward the school's average beige; 2: the strong vermilion
-            and indigo of the prints hold; model card, "Release 13"). Read by whoever computes the
-            palette (export, the trainer); the graph holds only the palette.
-        ink_softness: temperature of the pixel-to-ink softmax, in squared YCbCr distance (inks lie
-            ~0.01-0.1 apart: nearly hard fields, continuous at their edges).
         chroma_guide: radius, at the read-out's 1/4 size, of a guided filter that upsamples the
             chroma along the input's own luminance edges (He et al.'s fast guided filter; 0: plain
             bilinear): colour stops at the edges it belongs to instead of bleeding across them.
         chroma_guide_eps: the guided filter's regulariser (a luminance variance: below it a
             window's chroma stays flat, above it chroma follows luminance).
-        ink_fields: radius of the window, at half the working size, in which neighbouring pixels
-            vote for an ink (0: no vote), weighted along the input's luminance edges (a guided
-            filter over the inks' shares, as ``chroma_guide`` for colour): specks and photo grain
-            merge into flat fields, while fields keep the outlines of the photo's shapes.
-        ink_fields_eps: the vote's regulariser, a luminance variance: where a window varies less,
-            its majority wins outright; where more, the vote follows the luminance edges.
-        ink_lines: strength (0..1; 0: none) of the **key lines** drawn over the inked style in its
-            darkest ink, as a woodblock print's key block outlines its colour fields: a difference
-            of Gaussians of the input luminance (sigma ``ink_lines_sigma`` and 1.6 sigma, at the
-            working size), a line where it falls below ``-ink_lines_threshold`` (fully drawn at
-            twice that): the dark side of the photo's edges and its thin dark lines.
-        ink_lines_sigma: the smaller Gaussian's sigma in working-size pixels (line width).
-        ink_lines_threshold: the luminance step (0..1) below which no line is drawn.
     """
 
     widths: tuple[int, int, int, int, int] = (128, 64, 48, 32, 16)
-    style_widths: tuple[int, int] = (32, 24)
-    n_styles: int = len(contract.STYLES)
+    styles: tuple[str, ...] = contract.STYLES
+    style_widths: tuple[int, int, int] = StyleNetConfig.widths
+    style_res_blocks: int = StyleNetConfig.res_blocks
     attention: bool = False
     semantic: bool = False
     padding: str = "replicate"
@@ -203,15 +157,6 @@ class GeneratorConfig:
     chroma_gain: float = 0.0
     chroma_gain_ref: float = 0.064
     prior_correction: float = 0.0
-    ink_style: str = ""
-    inks: int = 8
-    ink_saturation: float = 0.0
-    ink_softness: float = 0.002
-    ink_fields: int = 0
-    ink_fields_eps: float = 0.0009
-    ink_lines: float = 0.0
-    ink_lines_sigma: float = 1.0
-    ink_lines_threshold: float = 0.04
     chroma_guide: int = 0
     chroma_guide_eps: float = 0.004
 
@@ -244,21 +189,18 @@ class GeneratorConfig:
             raise ValueError(f"prior_correction is {self.prior_correction}; expected a value in [0, 1]")
         if not 0.0 < self.temperature <= 1.0:
             raise ValueError(f"temperature is {self.temperature}; expected a value in (0, 1]")
-        if self.ink_style and (self.ink_style not in contract.PAINTING_STYLES or self.inks < 2 or self.ink_softness <= 0):
-            raise ValueError(f"ink_style {self.ink_style!r} with {self.inks} inks, softness {self.ink_softness}; expected one of "
-                             f"{contract.PAINTING_STYLES} (or '' for none), at least 2 inks, softness > 0")
-        if not 0.0 <= self.ink_saturation <= 4.0:
-            raise ValueError(f"ink_saturation is {self.ink_saturation}; expected a weighting exponent in [0, 4] (0: plain k-means)")
+        if not self.styles or self.styles[0] != contract.NATURAL or len(set(self.styles)) != len(self.styles):
+            raise ValueError(f"styles is {self.styles}; expected distinct names starting with {contract.NATURAL!r}")
         if self.chroma_guide < 0 or self.chroma_guide_eps <= 0:
             raise ValueError(f"chroma_guide {self.chroma_guide} with eps {self.chroma_guide_eps}; expected a radius >= 0 and eps > 0")
-        if not 0.0 <= self.ink_lines <= 1.0 or self.ink_lines_sigma <= 0 or self.ink_lines_threshold <= 0:
-            raise ValueError(f"ink_lines {self.ink_lines} with sigma {self.ink_lines_sigma}, threshold {self.ink_lines_threshold}; "
-                             "expected a strength in [0, 1], sigma > 0 and threshold > 0")
-        if self.ink_lines and not self.ink_style:
-            raise ValueError("ink_lines draws key lines in the inked style's darkest ink; it needs an ink_style")
-        if self.ink_fields < 0 or self.ink_fields_eps <= 0:
-            raise ValueError(f"ink_fields {self.ink_fields} with eps {self.ink_fields_eps}; expected a radius >= 0 and eps > 0")
 
+    @property
+    def n_styles(self) -> int:
+        """Length of the style-weight vector."""
+        return len(self.styles)
+
+    def style_net_config(self) -> StyleNetConfig:
+        return StyleNetConfig(widths=tuple(self.style_widths), res_blocks=self.style_res_blocks, n_styles=self.n_styles - 1)
 
 class FiLM(nn.Module):
     """Style-conditioned channel scale and shift: ``x * (1 + s W_g) + s W_b``."""
@@ -337,8 +279,8 @@ class Generator(nn.Module):
     def __init__(self, cfg: GeneratorConfig = GeneratorConfig()) -> None:
         super().__init__()
         self.cfg = cfg
-        c16, c8, c4, c2, c1 = cfg.widths
-        ns, pad, up = cfg.n_styles, cfg.padding, cfg.upsample
+        c16, c8, c4 = cfg.widths[:3]
+        ns, pad, up = 1, cfg.padding, cfg.upsample  # the colour decoder's FiLMs read one constant column (natural)
         self.encoder = MobileNetV2Encoder(head=cfg.semantic)
         self.lat32 = nn.Conv2d(FEATURE_CHANNELS[32], c16, 1)
         self.lat16 = nn.Conv2d(FEATURE_CHANNELS[16], c16, 1)
@@ -359,73 +301,20 @@ class Generator(nn.Module):
         # log rebalancing weight per bin, for the read-out's prior correction (set at export; not in checkpoints)
         self.register_buffer("class_log_weights", torch.zeros(len(bins)), persistent=False)
         self.colour_head = nn.Conv2d(c4, len(bins), 1)
-        s8, s4 = cfg.style_widths
-        self.style_in = ConvBlock(FEATURE_CHANNELS[8] + ns, s8, ns, pad=pad)  # + one constant plane per style weight
-        self.style_up4 = ConvBlock(s8, s4, ns, upsample=up, pad=pad)
-        self.style_lat4 = nn.Conv2d(FEATURE_CHANNELS[4], s4, 1)
-        self.style_up2 = ConvBlock(s4, c2, ns, upsample=up, pad=pad)
-        self.style_up1 = ConvBlock(c2 + 1, c1, ns, pad=pad)  # + the luma plane at full working resolution
-        self.style_head = nn.Conv2d(c1, 3 * ns, 3, padding=1, padding_mode=pad)  # one output layer per style
-        nn.init.zeros_(self.style_head.weight)  # styles start as the grey input
-        nn.init.zeros_(self.style_head.bias)
-        # the inked style's starting palette, YCbCr [K,3] (set at export; not in checkpoints)
-        self.register_buffer("ink_palette", torch.zeros(cfg.inks if cfg.ink_style else 0, 3), persistent=False)
-        if cfg.ink_lines:  # the key lines' two Gaussians (constants)
-            self.register_buffer("line_fine", gaussian_kernel(cfg.ink_lines_sigma), persistent=False)
-            self.register_buffer("line_coarse", gaussian_kernel(KEY_LINE_SCALE * cfg.ink_lines_sigma), persistent=False)
+        self.style_net = StyleNet(cfg.style_net_config())
 
     def freeze_encoder(self, frozen: bool = True, from_stride: int = 2) -> None:
         """Stop gradients into the pretrained encoder, or (``frozen=False``) let them into its layers
-        at ``from_stride`` and coarser only (2: all of it; 16: what only the colour decoder reads,
-        see :data:`STYLE_FEATURE_STRIDE`)."""
+        at ``from_stride`` and coarser only (2: all of it; 16: its stride-16/32 blocks and head)."""
         self.encoder.requires_grad_(False)
         if not frozen:
             for layer in self.encoder.layers_from(from_stride):
                 layer.requires_grad_(True)
 
-    def style_parameter_masks(self, style: int) -> dict[str, torch.Tensor]:
-        """The weights only style ``style`` reads, as 0/1 masks by parameter name: the column of
-        every FiLM (bias-free, so a one-hot style vector reads its own column alone), the style's
-        output layer (its 3 rows and biases) and the style-branch input's weights on its constant
-        plane. Training only these (``TrainConfig.tune_style``) leaves every other style, every blend
-        without it, and colorization bit-identical.
-
-        Raises:
-            ValueError: ``style`` is not a painting style's index in :data:`sdk.contract.STYLES`.
-
-        Example:
-            >>> g = Generator(GeneratorConfig())
-            >>> m = g.style_parameter_masks(contract.STYLES.index("rococo"))
-            >>> int(m["style_head.bias"].sum())
-            3
-        """
-        ns = self.cfg.n_styles
-        if not 0 < style < ns:
-            raise ValueError(f"style must index a painting style in {contract.STYLES[1:]} (1..{ns - 1}); got {style}")
-        masks: dict[str, torch.Tensor] = {}
-        for name, mod in self.named_modules():
-            if isinstance(mod, FiLM):
-                for part in ("gamma", "beta"):
-                    m = torch.zeros_like(getattr(mod, part).weight)  # [C, S]
-                    m[:, style] = 1.0
-                    masks[f"{name}.{part}.weight"] = m
-        head_w, head_b = torch.zeros_like(self.style_head.weight), torch.zeros_like(self.style_head.bias)
-        head_w[3 * style:3 * style + 3], head_b[3 * style:3 * style + 3] = 1.0, 1.0  # rows of head_k
-        masks["style_head.weight"], masks["style_head.bias"] = head_w, head_b
-        plane = torch.zeros_like(self.style_in.conv.weight)  # [C, f8 + S, 3, 3]
-        plane[:, FEATURE_CHANNELS[8] + style] = 1.0  # the style's constant plane
-        masks["style_in.conv.weight"] = plane
-        return masks
-
-    def encoder_keys_read_by_style(self) -> list[str]:
-        """State-dict keys of the encoder weights the style branch's features depend on (strides up to
-        :data:`STYLE_FEATURE_STRIDE`): two runs join at export only if these are equal."""
-        tuned = {id(p) for layer in self.encoder.layers_from(2 * STYLE_FEATURE_STRIDE) for p in layer.parameters()}
-        return [f"encoder.{n}" for n, p in self.encoder.named_parameters() if id(p) not in tuned]
-
-    def colour_logits(self, feats: list[torch.Tensor], style: torch.Tensor) -> torch.Tensor:
+    def colour_logits(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Colour decoder: encoder features -> colour logits [N,Q,H/4,W/4]."""
         f4, f8, f16, f32 = feats
+        style = f4.new_ones(f4.shape[0], 1)  # [N,1]: the FiLMs' natural column
         h = self.lat32(f32)  # [N,c16,H/32]
         if self.cfg.semantic:  # the head runs here, not in the encoder: only calls that colorize pay for it
             sem = self.encoder.head(f32)  # [N,1280,H/32]
@@ -465,79 +354,9 @@ class Generator(nn.Module):
             c = c * self.cfg.chroma_scale
         return c
 
-    def styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor, ink: bool = True) -> torch.Tensor:
-        """Style branch: encoder features -> the styled image's (Y, Cb, Cr) [N,3,H,W].
-
-        ``ink=False`` leaves out the ink read-out: the same numbers for inputs without weight on
-        ``ink_style`` (the exported graph switches to it for the other styles).
-        """
-        f4, f8 = feats[0], feats[1]
-        planes = style[:, :, None, None].expand(-1, -1, f8.shape[2], f8.shape[3])  # [N,S,H/8,W/8]
-        x = self.style_in(torch.cat([f8, planes], dim=1), style)  # [N,s8,H/8]
-        x = self.style_up4(x, style) + self.style_lat4(f4)  # [N,s4,H/4]
-        x = self.style_up2(x, style)  # [N,c2,H/2]
-        x = self.style_up1(torch.cat([_up2(x, self.cfg.upsample), luma * 2.0 - 1.0], dim=1), style)  # [N,c1,H,W]
-        heads = self.style_head(x)  # [N,3*S,H,W]
-        n, _, hh, ww = heads.shape
-        o = (heads.view(n, -1, 3, hh, ww) * style[:, :, None, None, None]).sum(dim=1)  # [N,3,H,W]: sum_k s_k head_k
-        y = (luma + torch.tanh(o[:, :1])).clamp(0.0, 1.0)
-        out = torch.cat([y, 0.5 * torch.tanh(o[:, 1:])], dim=1)  # [N,3,H,W]
-        if self.cfg.ink_style and ink:
-            w = style[:, contract.STYLES.index(self.cfg.ink_style)][:, None, None, None]  # [N,1,1,1]
-            printed = self.inked(out, luma)  # [N,3,H,W]
-            if self.cfg.ink_lines:  # the key block over the colour blocks
-                key = self.ink_palette[self.ink_palette[:, 0].argmin()][None, :, None, None]  # [1,3,1,1]: the darkest ink
-                printed = printed + self.cfg.ink_lines * self.key_lines(luma) * (key - printed)
-            out = out + w * (printed - out)
-        return out
-
-    def key_lines(self, luma: torch.Tensor) -> torch.Tensor:
-        """Luma [N,1,H,W] -> where to draw a key line [N,1,H,W] in [0, 1] (``GeneratorConfig.ink_lines``).
-
-        A difference of Gaussians is negative on the dark side of an edge and along thin dark
-        lines; below ``-threshold`` a line starts, fully drawn at ``-2 threshold``.
-        """
-        dog = gaussian_blur(luma, self.line_fine) - gaussian_blur(luma, self.line_coarse)  # [N,1,H,W]
-        t = self.cfg.ink_lines_threshold
-        return ((-dog - t) / t).clamp(0.0, 1.0)
-
-    def inked(self, ycbcr: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
-        """[N,3,H,W] -> the same printed in ``inks`` flat colours (see ``GeneratorConfig.ink_style``).
-
-        Each pixel takes a softmax over the inks at a low temperature, ~1 at its nearest. Not a hard
-        argmin: a pixel on the boundary of two inks must not flip on rounding (ONNX Runtime vs
-        PyTorch), so the output stays continuous. The softmax runs over the last axis (as in
-        :meth:`chroma`: ONNX Runtime's Softmax on an inner axis is much slower). With
-        ``ink_fields`` the pixels' ink shares are then voted over a window along ``luma``
-        [N,1,H,W] (:meth:`voted`).
-        """
-        n, _, h, w = ycbcr.shape
-        ink = self.ink_palette  # [K,3]
-        a = self.ink_shares(ycbcr.flatten(2).transpose(1, 2))  # [N,P,K]
-        if self.cfg.ink_fields > 0:
-            a = self.voted(a.transpose(1, 2).reshape(n, -1, h, w), luma)  # [N,P,K]
-        return (a @ ink).transpose(1, 2).reshape(n, 3, h, w)
-
-    def ink_shares(self, f: torch.Tensor) -> torch.Tensor:
-        """Pixels [N,P,3] (YCbCr) -> [N,P,K]: each one's softmax over the inks by squared distance."""
-        ink = self.ink_palette  # [K,3]
-        d = (ink * ink).sum(dim=1) - 2.0 * (f @ ink.T)  # [N,P,K]: squared distance less |f|^2
-        return torch.softmax(d / -self.cfg.ink_softness, dim=-1)
-
-    def voted(self, shares: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
-        """Edge-aware ink vote: shares [N,K,H,W] (each pixel's softmax over the inks), luma [N,1,H,W] -> [N,H*W,K].
-
-        A fast guided filter (:func:`guided_coefficients`) at half size, guided by the input
-        luminance: each window fits share = A * luma + b per ink, so a field's majority fills flat
-        parts of the image while a luminance edge inside the window splits the vote along it. The
-        voted shares are sharpened by a softmax (``INK_VOTE_SOFTNESS``) into the pixel's ink.
-        """
-        k = shares.shape[1]
-        a, b = guided_coefficients(F.avg_pool2d(luma, 2), F.avg_pool2d(shares, 2), self.cfg.ink_fields, self.cfg.ink_fields_eps)
-        ab = torch.cat([a, b], dim=1) / INK_VOTE_SOFTNESS  # [N,2K,H/2,W/2] (the softmax's scale folded in)
-        ab = F.interpolate(ab, scale_factor=2.0, mode="bilinear", align_corners=False)  # [N,2K,H,W]
-        v = (ab[:, :k] * luma + ab[:, k:]).flatten(2).transpose(1, 2)  # [N,P,K]: voted shares / softness
-        return torch.softmax(v, dim=-1)
+    def styled(self, luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Style path: (luma [N,1,H,W], style weights [N,S]) -> the painted image's (Y, Cb, Cr) [N,3,H,W]."""
+        return rgb_to_ycbcr(self.style_net(luma, painting_weights(style)))
 
     def guided_up4(self, c: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
         """Fast guided upsampling: chroma [N,2,h,w] -> [N,2,4h,4w] following luma [N,1,4h,4w].
@@ -549,12 +368,12 @@ class Generator(nn.Module):
         ab = F.interpolate(torch.cat([a, b], dim=1), scale_factor=4.0, mode="bilinear", align_corners=False)  # [N,4,H,W]
         return ab[:, :2] * luma + ab[:, 2:]  # [N,2,H,W]
 
-    def natural(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def natural(self, feats: list[torch.Tensor], luma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Colour decoder: encoder features -> (natural colorization (Y, Cb, Cr) [N,3,H,W], logits [N,Q,H/4,W/4]).
 
         Already inside the output box (Y is the input, the chroma a mean of in-gamut bin centres).
         """
-        logits = self.colour_logits(feats, style)
+        logits = self.colour_logits(feats)
         c = self.chroma(logits)  # [N,2,H/4,W/4]
         if self.cfg.chroma_guide > 0:
             cbcr = self.guided_up4(c, luma)  # [N,2,H,W]
@@ -567,21 +386,23 @@ class Generator(nn.Module):
         return self.decode(self.encoder(luma), luma, style)
 
     def decode(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
-        """Everything after the encoder: both decoders, blended by the style weights."""
-        natural, _ = self.natural(feats, luma, style)
+        """Everything after the encoder: both paths, blended by the style weights."""
+        return self.blend(self.natural(feats, luma)[0], self.decode_styled(luma, style), style)
+
+    def blend(self, natural: torch.Tensor, styled: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """``(1 - g) natural + g styled`` with ``g = 1 - s_natural`` [N,3,H,W]: exact at both ends."""
         g = (1.0 - style[:, :1])[:, :, None, None]  # [N,1,1,1]: 0 for natural colorization
-        return output_box((1.0 - g) * natural + g * self.styled(feats, luma, style))  # exact at both ends
+        return output_box((1.0 - g) * natural + g * styled)
 
-    def decode_natural(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def decode_natural(self, feats: list[torch.Tensor], luma: torch.Tensor) -> torch.Tensor:
         """:meth:`decode` for inputs whose style is natural alone (g = 0): the colour decoder only,
-        the same numbers without the style branch (the exported graph switches to it)."""
-        return output_box(self.natural(feats, luma, style)[0])
+        the same numbers without the style path (the exported graph switches to it)."""
+        return output_box(self.natural(feats, luma)[0])
 
-    def decode_styled(self, feats: list[torch.Tensor], luma: torch.Tensor, style: torch.Tensor, ink: bool = True) -> torch.Tensor:
-        """:meth:`decode` for inputs with no natural weight (g = 1): the style branch only, the same
-        numbers without the colour decoder (the exported graph switches to it for painting styles);
-        ``ink=False`` also without the ink read-out, for inputs with no weight on ``ink_style``."""
-        return output_box(self.styled(feats, luma, style, ink))
+    def decode_styled(self, luma: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """:meth:`decode` for inputs with no natural weight (g = 1): the style path only, the same
+        numbers without the encoder and colour decoder (the exported graph switches to it)."""
+        return output_box(self.styled(luma, style))
 
 
 def output_box(ycbcr: torch.Tensor) -> torch.Tensor:
@@ -589,8 +410,8 @@ def output_box(ycbcr: torch.Tensor) -> torch.Tensor:
     return torch.cat([ycbcr[:, :1].clamp(0.0, 1.0), ycbcr[:, 1:].clamp(-0.5, 0.5)], dim=1)
 
 
-STYLE_PREFIX = "style_"
-"""State-dict keys of the style branch start with this; everything else is encoder or colour."""
+STYLE_PREFIX = "style_net."
+"""State-dict keys of the style path start with this; everything else is encoder or colour."""
 
 
 class Discriminator(nn.Module):

@@ -28,7 +28,7 @@ from PIL import Image
 from training import losses
 from training.data import list_images
 from training.model import rgb_to_ycbcr
-from training.train import parse_config
+from training.config import parse_config
 from training.style_eval import CLASSES, DEFAULT_DATASETS, DEFAULT_VGG, PAINTING_STYLES, ClassifierConfig, StyleClassifier, evenly_spaced, get_classifier, vgg_style_features
 
 log = logging.getLogger("chromaforge.style_reference")

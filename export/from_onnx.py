@@ -7,8 +7,8 @@ design (the manifest's ``generator`` entry) with distinct random values in every
 through the same exporter. Each weight of the probe's graph is then found among the probe's
 parameters (as is, or transposed), which names the tensor at the same place in the shipped graph;
 a parameter the graph holds more than once (in several branches) must agree everywhere. The
-colour read-out's class weights and the ink palette come back from the constants they are
-folded into, located the same way (distinct values in the probe's buffers). Finally the rebuilt generator is checked against the shipped graph with the exporter's
+colour read-out's class weights come back from the constant they are folded into, located the
+same way (distinct values in the probe's buffer). Finally the rebuilt generator is checked against the shipped graph with the exporter's
 own parity test, so a probe that does not line up with the shipped export (another torch or
 exporter version) fails loudly instead of giving wrong weights.
 
@@ -17,9 +17,8 @@ weights and a config naming the data the model card gives; it has no discriminat
 state, so use it with ``--init`` (``--init-ema`` makes no difference), not ``--resume``.
 
 Example:
-    python -m training.from_onnx --model-dir sdk/models/default --out runs/release10/recovered.pt
-    python -m training --out runs/style19 --init runs/release10/recovered.pt --no-colour ...
-    python -m export onnx --checkpoint runs/release10/recovered.pt --style-checkpoint runs/style19/last.pt ...
+    python -m export.from_onnx --model-dir sdk/models/default --out runs/recovered/recovered.pt
+    python -m export onnx --checkpoint runs/recovered/recovered.pt --style-checkpoint runs/stylenet/last.pt ...
 """
 
 from __future__ import annotations
@@ -67,11 +66,10 @@ def _initializers(graph, found: dict[str, np.ndarray] | None = None) -> dict[str
     return found
 
 
-def _probe_map(G, work: Path, opset: int, split_encoder: bool = True) -> tuple[dict[str, tuple[str, bool]], dict[str, np.ndarray]]:
+def _probe_map(G, work: Path, opset: int) -> tuple[dict[str, tuple[str, bool]], dict[str, np.ndarray]]:
     """Fill ``G``'s parameters with distinct random values, export it as the exporter does, and
     return (for each graph weight that is a parameter: (parameter name, transposed?); every weight
-    of the probe's graph, by name). ``opset`` and ``split_encoder`` (the graph's layout): the
-    shipped model's, so that both graphs line up."""
+    of the probe's graph, by name). ``opset``: the shipped model's, so that both graphs line up."""
     import torch
 
     from export.switch import switched_model
@@ -81,7 +79,7 @@ def _probe_map(G, work: Path, opset: int, split_encoder: bool = True) -> tuple[d
     with torch.no_grad():
         for p in params.values():
             p.copy_(torch.randn(p.shape, generator=gen))
-    probe = _initializers(switched_model(G.eval(), opset, work, simplify=True, split_encoder=split_encoder).graph)
+    probe = _initializers(switched_model(G.eval(), opset, work, simplify=True).graph)
     by_size: dict[int, list[tuple[str, np.ndarray]]] = {}
     for name, p in params.items():
         by_size.setdefault(p.numel(), []).append((name, p.detach().numpy()))
@@ -155,7 +153,6 @@ def recover(cfg: RecoverConfig) -> Path:
     from export.switch import SPLIT_NODE
     from sdk.manifest import load_manifest
     from training.model import Generator, GeneratorConfig
-    from training.train import TrainConfig
 
     out = Path(cfg.out)
     if out.exists() and not cfg.force:
@@ -166,26 +163,26 @@ def recover(cfg: RecoverConfig) -> Path:
     gcfg_dict = manifest.extra.get("generator")
     if not gcfg_dict:
         raise RecoveryError(f"{cfg.model_dir}/manifest.json has no 'generator' entry (not written by `python -m export onnx`)")
-    gcfg = GeneratorConfig.from_dict(gcfg_dict)
+    try:
+        gcfg = GeneratorConfig.from_dict(gcfg_dict)
+    except (ValueError, TypeError) as e:
+        raise RecoveryError(f"{cfg.model_dir} was exported from another generator design ({e}); read it with the chromaforge release that made it") from None
     shipped_model = onnx.load(str(manifest.model_path))
     shipped = _initializers(shipped_model.graph)
 
     # The probe: distinct values in every parameter (_probe_map) and in the buffers the export folds.
     probe_G = Generator(gcfg)
     log_w_marker = torch.linspace(-1.0, 1.0, len(probe_G.class_log_weights))
-    ink_marker = torch.linspace(0.05, 0.95, gcfg.inks * 3).reshape(gcfg.inks, 3)
     with torch.no_grad():
         probe_G.class_log_weights.copy_(log_w_marker)
-        if gcfg.ink_style:
-            probe_G.ink_palette.copy_(ink_marker)
+    if not any(n.name == SPLIT_NODE for n in shipped_model.graph.node):
+        raise RecoveryError(f"{cfg.model_dir} has the graph layout of release 13 or older; read it with that release's chromaforge")
     with tempfile.TemporaryDirectory() as tmp:
-        split = any(n.name == SPLIT_NODE for n in shipped_model.graph.node)  # False: a release-11-or-older layout
-        mapping, probe = _probe_map(probe_G, Path(tmp), manifest.primary.opset or OPSET, split)
-    # The read-out's class log-weights are folded as prior_correction * log w; the ink palette as is.
+        mapping, probe = _probe_map(probe_G, Path(tmp), manifest.primary.opset or OPSET)
+    # The read-out's class log-weights are folded as prior_correction * log w.
     folded = (_buffer(probe, shipped, log_w_marker, gcfg.prior_correction, "the prior correction's class weights")
               if gcfg.prior_correction else None)
     class_w = None if folded is None else _class_weights(folded, gcfg.prior_correction)
-    ink = _buffer(probe, shipped, ink_marker, 1.0, "the ink palette") if gcfg.ink_style else None
 
     G = Generator(gcfg)
     state = {}
@@ -203,8 +200,6 @@ def recover(cfg: RecoverConfig) -> Path:
     G.load_state_dict(state, strict=False)  # buffers (bins, kernels) are the design's own
     if class_w is not None:
         G.class_log_weights.copy_(torch.log(class_w))  # as the export sets it
-    if ink is not None:
-        G.ink_palette.copy_(ink)
 
     cases = _parity_inputs(ExportConfig(checkpoint="", out="", parity_images=cfg.parity_images, work_size=manifest.work_size), gcfg.n_styles)
     report = parity(manifest.model_path, G.eval(), cases)
@@ -215,9 +210,9 @@ def recover(cfg: RecoverConfig) -> Path:
              len(state), len(mapping), report["max_abs"], report["cases"])
 
     training = manifest.extra.get("training", {})
-    config = dataclasses.asdict(TrainConfig())
-    config.update({k: training[k] for k in ("size", "batch", "photos", "styles_root") if training.get(k)})
-    config.update({k: v for k, v in dataclasses.asdict(gcfg).items() if k in config})
+    # The colour run's settings the manifest records (the trainer's config, as far as the model says it).
+    config = {k: training[k] for k in ("size", "batch", "photos") if training.get(k)}
+    config["generator"] = dataclasses.asdict(gcfg)
     sd = {k: v.clone() for k, v in G.state_dict().items()}
     ck = {
         "G": sd,
@@ -240,9 +235,9 @@ def recover(cfg: RecoverConfig) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from training.train import parse_config
+    from training.config import parse_config
 
-    p, cfg = parse_config(RecoverConfig, argv, "python -m training.from_onnx", __doc__)
+    p, cfg = parse_config(RecoverConfig, argv, "python -m export.from_onnx", __doc__)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         path = recover(cfg)
