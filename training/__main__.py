@@ -1,4 +1,4 @@
-"""``python -m training``: train the unified generator (see training/train.py)."""
+"""``python -m training``: train the generator's colour decoder (see training/train.py; the style path: ``python -m training.style_train``)."""
 
 from training.train import main
 

@@ -128,7 +128,7 @@ class GeneratorConfig:
             colour budget. Strong predicted colour is more often wrong colour (model card: at
             equal colourfulness it raises colour accuracy and brings each image's colourfulness
             nearer its truth's). A read-out choice, settable at export.
-        chroma_gain_ref: ``e`` of a typical photo (export measures the median on the colour run's
+        chroma_gain_ref: ``e`` of a typical photo (the colour trainer measures the median on its
             training photos), in CbCr units.
         prior_correction: how much of the class rebalancing to take back at read-out (0: none,
             1: all). Training weights each pixel's loss by its true bin's rebalancing weight w, so
