@@ -16,7 +16,7 @@ import calibration
 from conftest import SIZES, info, photo, threads
 from sdk import contract, processing
 from sdk.fusion import FUSE_METHODS
-from sdk.io import decode
+from sdk.images import decode
 
 GATED = {("colorize", "1024"), ("colorize", "4096x3072"), ("stylize", "512"), ("fuse-laplacian", "512")}
 

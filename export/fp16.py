@@ -298,7 +298,7 @@ def fp16_storage_emulation(model16):
 
 
 def _photo_files(cfg: Fp16Config) -> list[Path]:
-    from sdk.io import IMAGE_SUFFIXES
+    from sdk.images import IMAGE_SUFFIXES
 
     if cfg.photos:
         root = Path(cfg.photos)

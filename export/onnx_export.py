@@ -202,7 +202,7 @@ def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarr
     from PIL import Image
 
     from sdk import processing
-    from sdk.io import IMAGE_SUFFIXES, decode
+    from sdk.images import IMAGE_SUFFIXES, decode
 
     rng = np.random.default_rng(0)
     cases = []

@@ -16,7 +16,7 @@ Importing ``sdk`` loads only numpy, Pillow and onnxruntime, and those only when 
 How the pieces fit (README, "How it fits together"): :mod:`sdk.stages` (prepare -> infer ->
 finish) is the pipeline; :class:`Pipeline` composes it; :mod:`sdk.backends` defines what a backend
 declares and runs; :mod:`sdk.manifest` owns the model contract on disk; :mod:`sdk.fusion` and
-:mod:`sdk.folder` are the fusion and folder-job building blocks the CLI uses; :mod:`sdk.ray_engine`
+:mod:`sdk.folder` are the fusion and folder-job building blocks the CLI uses; :mod:`sdk.ray_executor`
 runs folder jobs on Ray Data actors (the ``ray`` extra, imported only when used).
 """
 
@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from sdk.fusion import fuse
-    from sdk.io import ImageInput
+    from sdk.images import ImageInput
     from sdk.pipeline import Pipeline
     from sdk.stages import StyleSpec
 
@@ -38,8 +38,8 @@ __all__ = ["colorize", "stylize", "fuse", "styles", "load", "Pipeline", "errors"
 
 _LAZY = {"Pipeline": "sdk.pipeline", "fuse": "sdk.fusion", "StyleSpec": "sdk.stages"}
 """Public names imported on first access (PEP 562), with the module that defines them."""
-_SUBMODULES = {"backends", "cli", "contract", "errors", "folder", "fusion", "io", "manifest", "metrics",
-               "pipeline", "processing", "ray_engine", "serve", "stages"}
+_SUBMODULES = {"backends", "cli", "contract", "errors", "folder", "fusion", "images", "manifest",
+               "pipeline", "processing", "ray_executor", "serve", "stages"}
 
 
 def __getattr__(name: str) -> Any:
@@ -69,7 +69,7 @@ def load(model_dir: str | Path | None = None, backend: str = "auto", threads: in
         backend: ``"auto"`` or a name from ``sdk.backends.names()``.
         threads: intra-op threads for CPU backends and threads of the full-resolution steps
             (a positive integer; more than :func:`sdk.processing.max_threads` is capped).
-        max_pixels: refuse inputs with more pixels (default :data:`sdk.io.MAX_PIXELS`, 67 MP,
+        max_pixels: refuse inputs with more pixels (default :data:`sdk.images.MAX_PIXELS`, 67 MP,
             checked from an encoded image's header before decoding); None for no limit.
         max_batch: images of a list processed together (default :data:`sdk.pipeline.MAX_BATCH`;
             memory stays bounded however long the list).

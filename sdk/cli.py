@@ -5,9 +5,9 @@ and an existing output is skipped unless ``--overwrite`` is given. Files are wri
 Folders run through :mod:`sdk.folder`: images go through the pipeline ``--batch-size`` at a time
 (equal working shapes share one generator call), results are saved on background threads, and a
 file that cannot be read or written is reported at the end (exit code 2) without stopping the rest.
-``colorize`` and ``stylize`` take ``--engine ray`` (:mod:`sdk.ray_engine`: a pool of Ray Data actors,
+``colorize`` and ``stylize`` take ``--executor ray`` (:mod:`sdk.ray_executor`: a pool of Ray Data actors,
 one model each, ``--actors``, ``--gpus-per-actor``, ``--address``) with the same outputs, skipping,
-summary line (plus ``"engine": "ray"`` and ``actors``) and exit codes.
+summary line (plus ``"executor": "ray"`` and ``actors``) and exit codes.
 
 Global options (``--model-dir``, ``--threads``, ``--quiet``...) go before or after the command.
 Every error the CLI can foresee, filesystem errors included (read-only folder, full disk, ``-o``
@@ -27,7 +27,7 @@ from sdk import __version__, folder
 from sdk.errors import ChromaforgeError, InvalidArgumentError, OutputExistsError
 from sdk.folder import collect_inputs, plan_outputs, save_atomic  # noqa: F401  (sdk.cli's older public names)
 from sdk.fusion import FUSE_METHODS
-from sdk.io import FOLDER_SUFFIXES
+from sdk.images import FOLDER_SUFFIXES
 from sdk.style_add import StyleAddConfig
 
 
@@ -107,21 +107,21 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--format", default="png", choices=["png", "jpg", "webp"], help="output format for folders")
         sp.add_argument("--overwrite", action="store_true", help="replace outputs that exist (never inputs)")
 
-    def engine(sp: argparse.ArgumentParser) -> None:
-        g = sp.add_argument_group("engine", "where the images are processed (the fuse command always runs locally)")
-        g.add_argument("--engine", choices=["local", "ray"], default="local",
+    def executor(sp: argparse.ArgumentParser) -> None:
+        g = sp.add_argument_group("executor", "where the images are processed (the fuse command always runs locally)")
+        g.add_argument("--executor", choices=["local", "ray"], default="local",
                        help="local: this process (default); ray: a pool of Ray Data actors, one model each (the ray extra)")
         g.add_argument("--address", default=None,
-                       help="--engine ray: 'auto' (the cluster this machine joined), HOST:PORT of the head, or leave out for a local Ray instance")
-        g.add_argument("--actors", type=int, default=None, help="--engine ray: actors in the pool, each loads the model once (default 1)")
+                       help="--executor ray: 'auto' (the cluster this machine joined), HOST:PORT of the head, or leave out for a local Ray instance")
+        g.add_argument("--actors", type=int, default=None, help="--executor ray: actors in the pool, each loads the model once (default 1)")
         g.add_argument("--gpus-per-actor", type=float, default=None,
-                       help="--engine ray: GPUs Ray reserves per actor (default 0; 1 with --backend onnxruntime-cuda or auto on GPU nodes)")
+                       help="--executor ray: GPUs Ray reserves per actor (default 0; 1 with --backend onnxruntime-cuda or auto on GPU nodes)")
 
     c = sub.add_parser("colorize", help="colorize grey photos", parents=[common])
     c.add_argument("inputs", nargs="+", help="image files or folders")
     c.add_argument("--saturation", type=float, default=1.0, help="factor on the predicted colour, 0..2 (1: the model's; 0: grey)")
     outputs(c)
-    engine(c)
+    executor(c)
     s = sub.add_parser("stylize", help="render photos in a painting style", parents=[common])
     s.add_argument("inputs", nargs="+")
     s.add_argument("--style", default="ukiyoe", help="a style name or a blend: ukiyoe=0.6,rococo=0.4")
@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--detail", type=float, default=0.7, help="detail restored by --fuse laplacian")
     s.add_argument("--fuse-weight", type=float, default=0.5, help="weight of --fuse weighted / luminance / tone / colour (tone: the photo's share of the tonal layout; colour: of the colour)")
     outputs(s)
-    engine(s)
+    executor(s)
     f = sub.add_parser("fuse", help="blend a stylized image with its original", parents=[common])
     f.add_argument("content", help="original image (or folder)")
     f.add_argument("stylized", help="stylized image (or folder with the same file names)")
@@ -188,7 +188,7 @@ def _run_folder(args: argparse.Namespace, items: list[folder.Item], process: fol
     """Run a folder job with a progress bar; print the JSON summary, then each failed file on stderr.
 
     ``runner`` (given the bar's step) replaces the local :func:`sdk.folder.run` of ``process``: the
-    Ray engine reports through the same bar, summary line and exit code.
+    Ray executor reports through the same bar, summary line and exit code.
     """
     with Progress(len(items), label, enabled=not args.quiet) as bar:
         if runner is not None:
@@ -201,26 +201,26 @@ def _run_folder(args: argparse.Namespace, items: list[folder.Item], process: fol
     return 2 if summary.failed else 0
 
 
-def _check_engine(args: argparse.Namespace) -> None:
-    """The Ray options only with ``--engine ray`` (their ranges: :func:`sdk.ray_engine.run`)."""
+def _check_executor(args: argparse.Namespace) -> None:
+    """The Ray options only with ``--executor ray`` (their ranges: :func:`sdk.ray_executor.run`)."""
     ray_only = {"--address": getattr(args, "address", None), "--actors": getattr(args, "actors", None),
                 "--gpus-per-actor": getattr(args, "gpus_per_actor", None)}
-    if getattr(args, "engine", "local") != "ray":
+    if getattr(args, "executor", "local") != "ray":
         given = [flag for flag, v in ray_only.items() if v is not None]
         if given:
-            raise InvalidArgumentError(f"{', '.join(given)} only apply to --engine ray, got --engine {getattr(args, 'engine', 'local')}; "
-                                       "add --engine ray or drop them")
+            raise InvalidArgumentError(f"{', '.join(given)} only apply to --executor ray, got --executor {getattr(args, 'executor', 'local')}; "
+                                       "add --executor ray or drop them")
 
 
 def _run_ray(args: argparse.Namespace, params, max_pixels: int | None) -> int:
-    """colorize / stylize on the Ray engine: plan (reads only), then the actor pool (:func:`sdk.ray_engine.run` checks first)."""
-    from sdk import ray_engine
+    """colorize / stylize on the Ray executor: plan (reads only), then the actor pool (:func:`sdk.ray_executor.run` checks first)."""
+    from sdk import ray_executor
 
     options = dict(model_dir=args.model_dir, backend=args.backend, precision=args.precision, threads=args.threads,
                    actors=1 if args.actors is None else args.actors,
                    gpus_per_actor=0.0 if args.gpus_per_actor is None else args.gpus_per_actor, batch_size=args.batch_size)
     items = folder.plan(args.inputs, args.out, args.format)  # reads only; run() checks the options and Ray before any write
-    return _run_folder(args, items, None, args.command, runner=lambda step: ray_engine.run(
+    return _run_folder(args, items, None, args.command, runner=lambda step: ray_executor.run(
         items, args.command, params, overwrite=args.overwrite, max_pixels=max_pixels, address=args.address,
         quiet=args.quiet, progress=step, **options))
 
@@ -291,10 +291,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InvalidArgumentError(f"--batch-size is {args.batch_size}; expected an integer >= 1")
-    _check_engine(args)
+    _check_executor(args)
     if args.max_pixels is not None and args.max_pixels < 0:
         raise InvalidArgumentError(f"--max-pixels is {args.max_pixels}; expected an integer >= 1, or 0 for no limit")
-    max_pixels = sdk.io.MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
+    max_pixels = sdk.images.MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
     if args.command == "style":
         return _style_add(args)
     if args.command == "serve":
@@ -311,7 +311,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             src, pairs[src], params.method, params.detail, params.detail_levels, params.levels, params.weight, workers=args.threads,
             max_pixels=max_pixels)), "fuse")
 
-    if getattr(args, "engine", "local") == "ray":  # colorize / stylize: the actors load the model
+    if getattr(args, "executor", "local") == "ray":  # colorize / stylize: the actors load the model
         return _run_ray(args, _params(args), max_pixels)
     pipe = sdk.load(args.model_dir, backend=args.backend, threads=args.threads, max_pixels=max_pixels, precision=args.precision)
     if args.command == "info":

@@ -6,7 +6,7 @@ Every file is attempted: a file that cannot be read, processed or written is rec
 skipped) finishes the rest. Temporary files left by a killed run (``.NAME.PID.tmp`` beside a
 target, from a process that no longer exists) are removed when the next run starts.
 
-The CLI runs every folder command through :func:`run`; a distributed engine can hand each worker a
+The CLI runs every folder command through :func:`run`; a distributed executor can hand each worker a
 slice of :func:`plan`'s items and call :func:`run` with its own ``process``. Nothing here prints:
 progress goes to a callback.
 
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from sdk.errors import ChromaforgeError, InvalidArgumentError, OutputExistsError, OutputWriteError
-from sdk.io import FOLDER_SUFFIXES
+from sdk.images import FOLDER_SUFFIXES
 
 OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 """Output suffix -> Pillow format name."""
@@ -85,7 +85,7 @@ def collect_inputs(paths: Iterable[str]) -> list[tuple[Path, Path]]:
     """Expand files and folders into (path, relative path) pairs.
 
     Folders are read recursively, keeping every file with a raster image suffix
-    (:data:`sdk.io.FOLDER_SUFFIXES`, GIF, AVIF and HEIC included: one that does not decode is
+    (:data:`sdk.images.FOLDER_SUFFIXES`, GIF, AVIF and HEIC included: one that does not decode is
     reported as failed, never skipped silently); macOS AppleDouble files (``._name``) are not
     images and are left out. A file named directly is taken whatever its suffix.
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from sdk import processing
 from sdk.errors import InvalidArgumentError
-from sdk.io import MAX_PIXELS, ImageInput, decode, encode
+from sdk.images import MAX_PIXELS, ImageInput, decode, encode
 
 FUSE_METHODS = ("laplacian", "weighted", "luminance", "tone", "colour")
 
@@ -109,7 +109,7 @@ def fuse(
         method, detail, detail_levels, levels, weight: see :class:`FuseParams`.
         workers: threads for the full-resolution steps (None: one per core, at most 8);
             :meth:`sdk.Pipeline.fuse` passes the pipeline's ``threads``.
-        max_pixels: refuse larger inputs (see :func:`sdk.io.decode`); None for no limit.
+        max_pixels: refuse larger inputs (see :func:`sdk.images.decode`); None for no limit.
 
     Returns:
         The fused image in the content's type. Memory: the inputs, the output and a bounded

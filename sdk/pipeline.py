@@ -15,7 +15,7 @@ from sdk import backends, fusion, processing, stages
 from sdk.backends import Backend
 from sdk.errors import ChromaforgeError, InvalidArgumentError
 from sdk.fusion import FUSE_METHODS, fuse  # noqa: F401  (sdk.pipeline.fuse / FUSE_METHODS: older import paths)
-from sdk.io import MAX_PIXELS, ImageInput, check_max_pixels
+from sdk.images import MAX_PIXELS, ImageInput, check_max_pixels
 from sdk.manifest import Manifest, default_model_dir, load_manifest
 from sdk.stages import Params, StyleSpec
 
@@ -53,7 +53,7 @@ class Pipeline:
             post-processing uses one per core, at most 8).
         verify: check the model file against the manifest's sha256.
         max_pixels: refuse inputs with more pixels, checked from an encoded image's header before
-            decoding (default :data:`sdk.io.MAX_PIXELS`, 67 MP); None for no limit.
+            decoding (default :data:`sdk.images.MAX_PIXELS`, 67 MP); None for no limit.
         max_batch: a list is processed this many images at a time (decode, generator, finish),
             so memory stays bounded however long the list is.
         precision: ``"fp32"`` or ``"fp16"`` to ask the backend for that precision (the FP16 ONNX
@@ -226,7 +226,7 @@ class Pipeline:
         """Colorize a grey (or colour, whose colour is ignored) image at its full resolution.
 
         Args:
-            image: one image or a list (see :mod:`sdk.io` for accepted types).
+            image: one image or a list (see :mod:`sdk.images` for accepted types).
             saturation: factor on the predicted chroma, in [0, 2] (1: as the model gives it; the
                 model card tables what more or less colour costs in accuracy).
 

@@ -33,7 +33,7 @@ from sdk import contract, processing
 from sdk.backends import Backend
 from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError, ModelCorruptError, UnknownStyleError
 from sdk.fusion import FuseParams, fuse_rgb
-from sdk.io import MAX_PIXELS, Decoded, ImageInput, decode, encode
+from sdk.images import MAX_PIXELS, Decoded, ImageInput, decode, encode
 from sdk.manifest import Manifest
 
 StyleSpec = Union[str, Mapping[str, float]]
@@ -193,12 +193,12 @@ def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, na
     The style is checked before the image is decoded, so a bad option fails before any I/O.
 
     Args:
-        image: any input :mod:`sdk.io` accepts.
+        image: any input :mod:`sdk.images` accepts.
         task: ``"colorize"`` or ``"stylize"``.
         params: style, strength and fusion of this job.
         manifest: the model's manifest (styles, working size, size multiple).
         name: what to call the image in error messages.
-        max_pixels: refuse larger inputs (see :func:`sdk.io.decode`); None for no limit.
+        max_pixels: refuse larger inputs (see :func:`sdk.images.decode`); None for no limit.
 
     Returns:
         A :class:`Job`; it holds no reference to a backend.
@@ -321,7 +321,7 @@ def finish(job: Job, output: np.ndarray, workers: int | None = None):
     Returns:
         colorize: the predicted Cb, Cr upsampled onto the input's own luminance; stylize: the
         YCbCr output upsampled; then fused with the input if ``job.fusion`` is set. Returned in
-        the input's type (:func:`sdk.io.encode`), with its alpha.
+        the input's type (:func:`sdk.images.encode`), with its alpha.
     """
     source = job.source
     if job.pad:

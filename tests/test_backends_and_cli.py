@@ -106,7 +106,7 @@ def test_session_created_once_per_pipeline(tiny_model_dir, photo):
 
 def test_import_sdk_does_not_import_torch(tiny_model_dir, tmp_path):
     """`import sdk` (and loading + running a model) in a fresh interpreter imports no torch/training/export,
-    nor Ray (the ray engine imports it only when a Ray run starts)."""
+    nor Ray (the ray executor imports it only when a Ray run starts)."""
     code = (
         "import sys, json, numpy as np\n"
         "import sdk\n"

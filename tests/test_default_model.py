@@ -17,7 +17,8 @@ import pytest
 from PIL import Image
 
 import sdk
-from sdk import contract, metrics
+from sdk import contract
+from training import metrics
 from sdk.manifest import default_model_dir, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]

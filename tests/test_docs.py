@@ -150,7 +150,7 @@ def test_experiments_table_rows_have_four_cells():
 
 
 @pytest.mark.parametrize("heading, slug", [
-    ("Folder jobs on Ray (`--engine ray`)", "folder-jobs-on-ray---engine-ray"),
+    ("Folder jobs on Ray (`--executor ray`)", "folder-jobs-on-ray---executor-ray"),
     ("GPU: FP16, TensorRT, Triton", "gpu-fp16-tensorrt-triton"),
     ("Multi-node GPU cluster (recipe; NOT run)", "multi-node-gpu-cluster-recipe-not-run"),
     ("Training data and their licences", "training-data-and-their-licences"),

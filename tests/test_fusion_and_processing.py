@@ -486,7 +486,7 @@ def test_fast_post_works_in_a_forked_child():
 def test_ab_auc_with_the_truths_lab_given_once(astronaut: np.ndarray):
     """Scoring several outputs against one photo may pass its a*b* planes once: same score; a
     wrongly sized one is refused with the sizes named."""
-    from sdk import metrics
+    from training import metrics
 
     truth = astronaut[:96, :128]
     grey = np.repeat(np.asarray(Image.fromarray(truth).convert("L"))[..., None], 3, axis=2)

@@ -224,7 +224,7 @@ def test_max_pixels_is_a_parameter(tiny_model_dir):
     assert sdk.load(tiny_model_dir, backend="onnxruntime-cpu", threads=1, max_pixels=None).max_pixels is None
     import inspect
 
-    assert inspect.signature(sdk.load).parameters["max_pixels"].default == sdk.io.MAX_PIXELS
+    assert inspect.signature(sdk.load).parameters["max_pixels"].default == sdk.images.MAX_PIXELS
     assert inspect.signature(sdk.load).parameters["max_batch"].default == sdk.pipeline.MAX_BATCH
     for bad in (0, -5, 2.5, "big"):
         with pytest.raises(InvalidArgumentError, match="max_pixels"):

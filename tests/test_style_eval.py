@@ -384,7 +384,7 @@ def test_artfid_uses_the_content_term(cached_mnet, vgg, astronaut):
 def test_reinhard_matches_the_target_statistics(astronaut):
     """The Lab mean and std of a Reinhard output are the target's (within rounding and a little
     gamut clipping); the Lab conversion round-trips; the baseline's target is the paintings' mean."""
-    from sdk.metrics import rgb_to_lab
+    from training.metrics import rgb_to_lab
     from training.style_metrics import ReinhardBaseline, lab_stats, lab_to_rgb, reinhard_transfer
 
     np.testing.assert_allclose(lab_to_rgb(rgb_to_lab(astronaut)).astype(int), astronaut.astype(int), atol=1)

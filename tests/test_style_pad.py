@@ -20,7 +20,7 @@ from sdk import processing, stages
 from sdk.backends import profiles
 from sdk.backends.onnxruntime import provider_options
 from sdk.errors import ModelCorruptError
-from sdk.io import decode
+from sdk.images import decode
 from sdk.manifest import load_manifest, write_manifest
 from sdk.stages import Params
 

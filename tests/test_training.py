@@ -464,7 +464,7 @@ def test_init_from_an_earlier_design_keeps_what_fits(tmp_path: Path, photo_folde
 
 def test_colourfulness_loss_matches_the_reported_metric(astronaut: np.ndarray):
     """The training loss's colourfulness is the number validation and evaluation report."""
-    from sdk import metrics
+    from training import metrics
     from training import losses
 
     x = torch.from_numpy(astronaut[:64, :96].copy()).permute(2, 0, 1)[None].float() / 255.0

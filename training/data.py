@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from sdk import contract
-from sdk.io import IMAGE_SUFFIXES
+from sdk.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ import numpy as np
 from PIL import Image
 
 import sdk
-from sdk import contract, metrics
+from sdk import contract
+from training import metrics
 from training.data import list_images
 
 _RGB_TO_YCBCR = np.asarray(contract.RGB_TO_YCBCR, np.float64)

@@ -139,7 +139,7 @@ def stats_loss(feats: list[torch.Tensor], targets: list[torch.Tensor], weights: 
 def colourfulness(rgb: torch.Tensor) -> torch.Tensor:
     """Hasler & Suesstrunk colourfulness per image, on a 0..255 scale: [N].
 
-    The differentiable twin of :func:`sdk.metrics.colourfulness` (the metric validation and
+    The differentiable twin of :func:`training.metrics.colourfulness` (the metric validation and
     evaluation report); population statistics, as there, so the loss targets the same number.
     """
     r, g, b = (rgb * 255.0).unbind(1)

@@ -916,7 +916,7 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
         photos), ``a_as_b`` and ``b_as_a``; ``edge_bands[s]`` the mean over photos of
         :func:`edge_bands` per side, and ``abs`` the mean of the four sides' magnitudes;
         ``tone_layout[s]`` the mean :func:`tone_layout_error`; ``photo_colour[s]`` the mean
-        :func:`sdk.metrics.ab_auc` of the outputs against their photos (how much of the photo's
+        :func:`training.metrics.ab_auc` of the outputs against their photos (how much of the photo's
         own colour an output keeps: ~88 for a grey image on ``photos/val``, 100 for the photo's
         colours exactly); ``content_vgg[s]`` the mean
         :func:`training.style_metrics.content_distance` output to photo. With a MobileNet
@@ -929,7 +929,7 @@ def evaluate_model(pipe, clf: StyleClassifier, photos: Sequence[np.ndarray], vgg
     """
     import torch
 
-    from sdk import metrics
+    from training import metrics
 
     styles = tuple(styles) if styles is not None else renderer_styles(pipe)
     S, n = len(styles), len(photos)

@@ -209,7 +209,7 @@ def content_distance(f_out: Sequence, f_in: Sequence, layers: Sequence[int] = CO
 
 # ---------------------------------------------------------------------------------- Reinhard
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`sdk.metrics.rgb_to_lab` (D65): HxWx3 Lab -> HxWx3 uint8 sRGB (clipped)."""
+    """Inverse of :func:`training.metrics.rgb_to_lab` (D65): HxWx3 Lab -> HxWx3 uint8 sRGB (clipped)."""
     lab = np.asarray(lab, np.float64)
     fy = (lab[..., 0] + 16) / 116
     f = np.stack([fy + lab[..., 1] / 500, fy, fy - lab[..., 2] / 200], -1)
@@ -228,7 +228,7 @@ planes would otherwise be divided by ~0)."""
 
 def lab_stats(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of an image in CIE Lab: ([3], [3])."""
-    from sdk.metrics import rgb_to_lab
+    from training.metrics import rgb_to_lab
 
     lab = rgb_to_lab(np.asarray(rgb, np.uint8)).reshape(-1, 3).astype(np.float64)
     return lab.mean(0), lab.std(0)
@@ -249,7 +249,7 @@ def reinhard_transfer(rgb: np.ndarray, mean: Sequence[float], std: Sequence[floa
     Returns:
         HxWx3 uint8.
     """
-    from sdk.metrics import rgb_to_lab
+    from training.metrics import rgb_to_lab
 
     lab = rgb_to_lab(np.asarray(rgb, np.uint8)).astype(np.float64)
     m, s = lab.reshape(-1, 3).mean(0), lab.reshape(-1, 3).std(0)

@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,9 @@ class StyleTrainConfig:
     exemplars: str = str(EXEMPLARS)
     vgg: str = "../shared/weights/vgg19_relu3_1_caffe.safetensors"
     out: str = "runs/stylenet"
+    init: str = ""
+    """Start from these style-path weights (a run's ``last.pt``, or a model folder read back with
+    :mod:`export.from_onnx`) instead of random ones; ignored when ``out/last.pt`` exists (resume)."""
     widths: tuple[int, int, int] = StyleNetConfig.widths
     res_blocks: int = StyleNetConfig.res_blocks
     size: int = 192
@@ -71,6 +75,7 @@ class StyleTrainConfig:
     style_layers: tuple[float, float, float] = (1.0, 1.0, 1.0)
     photo_limit: int = 0
     ckpt_every: int = 100
+    keep_every: int = 0
     threads: int = 0
     seed: int = 0
     progress: bool = True
@@ -227,6 +232,8 @@ def fit(net: StyleNet, vgg: losses.VGGFeatures, targets: dict[int, list[torch.Te
                      stats["content"], stats["style"], stats["coarse"], stats["tone"], rate)
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             save(ck_path, net, opt, rng, step, cfg, {**(extra or {}), "last_stats": stats})
+            if cfg.keep_every and step % cfg.keep_every == 0:  # snapshots to choose a checkpoint from later
+                shutil.copyfile(ck_path, out / f"step{step:06d}.pt")
     elapsed = time.perf_counter() - t0
     return {**stats, "steps": step, "seconds": elapsed, "s_per_step": elapsed / max(1, step - s0)}
 
@@ -249,6 +256,28 @@ def load_net(path: str | Path) -> tuple[StyleNet, dict]:
     return net.eval(), ck
 
 
+def initial_weights(path: str | Path, work: Path) -> dict[str, torch.Tensor]:
+    """Style-path weights of a run's ``last.pt`` or of a model folder (read back into ``work``).
+
+    Raises:
+        FileNotFoundError: ``path`` is neither. export.from_onnx.RecoveryError: a model folder that
+        cannot be read back.
+    """
+    path = Path(path)
+    if path.is_file():
+        return torch.load(path, map_location="cpu", weights_only=False)["net"]
+    if not (path / "manifest.json").is_file():
+        raise FileNotFoundError(f"--init {path}: expected a style run's last.pt or a model folder with manifest.json")
+    from export.from_onnx import RecoverConfig, recover
+    from training.model import STYLE_PREFIX
+
+    ck_path = work / "init_recovered.pt"
+    if not ck_path.is_file():
+        recover(RecoverConfig(model_dir=str(path), out=str(ck_path), parity_images=""))
+    g = torch.load(ck_path, map_location="cpu", weights_only=False)["G"]
+    return {k[len(STYLE_PREFIX):]: v for k, v in g.items() if k.startswith(STYLE_PREFIX)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from training.config import parse_config
 
@@ -260,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
     files = exemplar_files(cfg)
     targets = {i: style_target(vgg, read_paintings(files[s])) for i, s in enumerate(cfg.styles)}
     net = StyleNet(StyleNetConfig(widths=tuple(cfg.widths), res_blocks=cfg.res_blocks, n_styles=len(cfg.styles)))
+    if cfg.init and not (Path(cfg.out) / "last.pt").is_file():
+        Path(cfg.out).mkdir(parents=True, exist_ok=True)
+        net.load_state_dict(initial_weights(cfg.init, Path(cfg.out)))
+        log.info("initialised from %s", cfg.init)
     photos = PhotoBank(cfg.photos, cfg.load_size, cfg.size, cfg.photo_limit)
     log.info("%d photos, styles %s, %d parameters", len(photos), cfg.styles, sum(t.numel() for t in net.parameters()))
     params = list(net.parameters())

@@ -36,7 +36,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from sdk import contract, metrics, processing
+from sdk import contract, processing
+from training import metrics
 from training import distributed, losses
 from training.config import config_flags, config_from_args, parse_config  # noqa: F401 (re-exported)
 from training.data import ImageBank, list_images, select_files

@@ -42,7 +42,7 @@ from starlette.routing import Route
 from sdk import contract, stages
 from sdk.errors import BackendUnavailableError, ChromaforgeError, ImageTooLargeError, InvalidArgumentError, InvalidImageError, UnknownStyleError
 from sdk.fusion import FUSE_METHODS, FuseParams, fuse_rgb
-from sdk.io import MAX_PIXELS, check_max_pixels, decode
+from sdk.images import MAX_PIXELS, check_max_pixels, decode
 from sdk.serve.batcher import Batcher, QueueFullError
 
 log = logging.getLogger("sdk.serve")

@@ -1,4 +1,4 @@
-"""The Ray Data engine (sdk.ray_engine, `--engine ray`): same outputs as the local engine, per-file
+"""The Ray Data executor (sdk.ray_executor, `--executor ray`): same outputs as the local executor, per-file
 errors collected, existing outputs skipped, options checked before anything is touched.
 
 One local Ray instance (2 CPUs, started once for the module: it costs seconds) and the bundled
@@ -32,9 +32,9 @@ def _python(code: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 # ------------------------------------------------------------------------- without Ray
-def test_import_sdk_cli_and_ray_engine_does_not_import_ray(tmp_path):
-    """`import sdk`, the CLI's parser and sdk.ray_engine itself load no Ray (it is imported inside the run)."""
-    r = _python("import sys, sdk, sdk.cli, sdk.ray_engine; sdk.cli.build_parser(); sdk.ray_engine.check_engine_options(2, 0.5); "
+def test_import_sdk_cli_and_ray_executor_does_not_import_ray(tmp_path):
+    """`import sdk`, the CLI's parser and sdk.ray_executor itself load no Ray (it is imported inside the run)."""
+    r = _python("import sys, sdk, sdk.cli, sdk.ray_executor; sdk.cli.build_parser(); sdk.ray_executor.check_executor_options(2, 0.5); "
                 "bad = [m for m in sys.modules if m.split('.')[0] in ('ray', 'pyarrow', 'pandas')]; assert not bad, bad; "
                 "print(sdk.__file__)", tmp_path)
     assert r.returncode == 0, r.stderr
@@ -46,13 +46,13 @@ def test_missing_ray_is_a_typed_error_naming_the_extra(tmp_path):
     naming `pip install "chromaforge[ray]"`; no output folder is created."""
     out = tmp_path / "out"
     code = ("import sys; sys.modules['ray'] = None\n"
-            "from sdk import ray_engine, cli, errors\n"
-            "try:\n    ray_engine.require_ray()\nexcept errors.BackendUnavailableError as e:\n    print('API', e)\n"
-            f"sys.exit(cli.main(['--quiet', 'colorize', {str(REPO / 'sdk' / 'examples')!r}, '-o', {str(out)!r}, '--engine', 'ray']))\n")
+            "from sdk import ray_executor, cli, errors\n"
+            "try:\n    ray_executor.require_ray()\nexcept errors.BackendUnavailableError as e:\n    print('API', e)\n"
+            f"sys.exit(cli.main(['--quiet', 'colorize', {str(REPO / 'sdk' / 'examples')!r}, '-o', {str(out)!r}, '--executor', 'ray']))\n")
     r = _python(code, tmp_path)
     assert r.returncode == 2, r.stderr
-    assert 'API the ray engine needs Ray Data' in r.stdout and 'pip install "chromaforge[ray]"' in r.stdout
-    assert r.stderr.startswith("chromaforge: error: the ray engine needs Ray Data") and "chromaforge[ray]" in r.stderr
+    assert 'API the ray executor needs Ray Data' in r.stdout and 'pip install "chromaforge[ray]"' in r.stdout
+    assert r.stderr.startswith("chromaforge: error: the ray executor needs Ray Data") and "chromaforge[ray]" in r.stderr
     assert "Traceback" not in r.stderr and not out.exists()
 
 
@@ -63,32 +63,32 @@ def test_missing_ray_is_a_typed_error_naming_the_extra(tmp_path):
     (["--gpus-per-actor", "nan"], "--gpus-per-actor is nan"),
     (["--threads", "0"], "--threads is 0"),
 ])
-def test_bad_engine_options_fail_before_anything(argv, match, tmp_path, capsys):
+def test_bad_executor_options_fail_before_anything(argv, match, tmp_path, capsys):
     """Engine options are checked first, even before Ray is imported: nothing under -o is touched
     (a dead run's temporary file there stays)."""
     out = tmp_path / "out"
     out.mkdir()
     stale = out / ".astronaut.png.999999999.tmp"
     stale.write_bytes(b"left by a killed run")
-    assert cli.main(["--quiet", "colorize", str(REPO / "sdk" / "examples"), "-o", str(out), "--engine", "ray", *argv]) == 2
+    assert cli.main(["--quiet", "colorize", str(REPO / "sdk" / "examples"), "-o", str(out), "--executor", "ray", *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("chromaforge: error: ") and match in err, err
     assert sorted(p.name for p in out.iterdir()) == [stale.name]
 
 
-def test_ray_options_need_engine_ray(tmp_path, capsys):
+def test_ray_options_need_executor_ray(tmp_path, capsys):
     out = tmp_path / "out"
     assert cli.main(["--quiet", "colorize", str(REPO / "sdk" / "examples"), "-o", str(out), "--actors", "2", "--address", "auto"]) == 2
-    assert "--address, --actors only apply to --engine ray" in capsys.readouterr().err and not out.exists()
+    assert "--address, --actors only apply to --executor ray" in capsys.readouterr().err and not out.exists()
 
 
-def test_check_engine_options_api():
-    from sdk import ray_engine
+def test_check_executor_options_api():
+    from sdk import ray_executor
 
     for kwargs in ({"actors": True}, {"actors": 1.5}, {"gpus_per_actor": float("inf")}, {"gpus_per_actor": "1"}, {"batch_size": 0}):
         with pytest.raises(InvalidArgumentError, match="expected"):
-            ray_engine.check_engine_options(**kwargs)
-    ray_engine.check_engine_options(actors=3, gpus_per_actor=0.25, threads=1, batch_size=1)
+            ray_executor.check_executor_options(**kwargs)
+    ray_executor.check_executor_options(actors=3, gpus_per_actor=0.25, threads=1, batch_size=1)
 
 
 # ------------------------------------------------------------------------- with Ray
@@ -99,13 +99,13 @@ PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "photos" 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """One local Ray instance for the module, started the way `--engine ray` starts it."""
-    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "chromaforge[ray]"): the Ray engine tests need it')
-    from sdk import ray_engine
+    """One local Ray instance for the module, started the way `--executor ray` starts it."""
+    ray = pytest.importorskip("ray", reason='Ray is not installed (pip install "chromaforge[ray]"): the Ray executor tests need it')
+    from sdk import ray_executor
 
     if ray.is_initialized():
         pytest.skip("Ray is already initialised by another test module")
-    assert ray_engine.connect(quiet=True)
+    assert ray_executor.connect(quiet=True)
     yield ray
     ray.shutdown()
 
@@ -136,8 +136,8 @@ def _summary(capsys) -> tuple[dict, str]:
 
 @pytest.mark.slow
 @ray_quirks
-def test_ray_engine_matches_local_and_reports_broken_files(ray_local, photos, tmp_path, capsys):
-    """`--engine ray` (2 actors, 1 thread each) writes the same files as `--engine local`, pixels
+def test_ray_executor_matches_local_and_reports_broken_files(ray_local, photos, tmp_path, capsys):
+    """`--executor ray` (2 actors, 1 thread each) writes the same files as `--executor local`, pixels
     within 1 level; the truncated JPEG is in `failed` (and on stderr) on both, exit code 2, every
     other file is written; inputs are untouched. Then a rerun skips everything without
     rewriting, and after deleting 3 outputs only those 3 are written again."""
@@ -146,11 +146,11 @@ def test_ray_engine_matches_local_and_reports_broken_files(ray_local, photos, tm
     common = ["--quiet", "--batch-size", "4"]
     assert cli.main([*common, "--threads", "2", "colorize", str(photos), "-o", str(local)]) == 2
     want, _ = _summary(capsys)
-    assert cli.main([*common, "--threads", "1", "colorize", str(photos), "-o", str(distributed), "--engine", "ray", "--actors", "2"]) == 2
+    assert cli.main([*common, "--threads", "1", "colorize", str(photos), "-o", str(distributed), "--executor", "ray", "--actors", "2"]) == 2
     got, err = _summary(capsys)
 
     assert want["written"] == got["written"] == 40 and got["skipped_existing"] == 0
-    assert got["engine"] == "ray" and got["actors"] == 2 and got["backend"] == "onnxruntime-cpu"
+    assert got["executor"] == "ray" and got["actors"] == 2 and got["backend"] == "onnxruntime-cpu"
     assert got["failed"] == want["failed"] and [f["input"] for f in got["failed"]] == [str(photos / "broken.jpg")]
     assert "broken.jpg" in err and "not a readable image" in err
     names = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
@@ -163,9 +163,9 @@ def test_ray_engine_matches_local_and_reports_broken_files(ray_local, photos, tm
     assert _digest(photos) == before
 
     mtimes = {p: p.stat().st_mtime_ns for p in distributed.rglob("*.png")}
-    assert cli.main([*common, "colorize", str(photos), "-o", str(distributed), "--engine", "ray", "--actors", "2"]) == 2
+    assert cli.main([*common, "colorize", str(photos), "-o", str(distributed), "--executor", "ray", "--actors", "2"]) == 2
     again, _ = _summary(capsys)
-    # broken.jpg has no output, so it is tried again (as on the local engine), by one actor
+    # broken.jpg has no output, so it is tried again (as on the local executor), by one actor
     assert (again["written"], again["skipped_existing"], again["actors"], len(again["failed"])) == (0, 40, 1, 1)
     assert {p: p.stat().st_mtime_ns for p in distributed.rglob("*.png")} == mtimes
 
@@ -174,7 +174,7 @@ def test_ray_engine_matches_local_and_reports_broken_files(ray_local, photos, tm
         p.unlink()
     stale = distributed / f".{gone[0].name}.999999999.tmp"  # a killed run's leftover, removed first
     stale.write_bytes(b"x")
-    assert cli.main([*common, "colorize", str(photos), "-o", str(distributed), "--engine", "ray", "--actors", "2"]) == 2
+    assert cli.main([*common, "colorize", str(photos), "-o", str(distributed), "--executor", "ray", "--actors", "2"]) == 2
     third, _ = _summary(capsys)
     assert (third["written"], third["skipped_existing"], third.get("stale_removed")) == (3, 37, 1) and not stale.exists()
     assert third["actors"] == 1  # 3 files and broken.jpg, batch size 4: one actor is enough
@@ -184,7 +184,7 @@ def test_ray_engine_matches_local_and_reports_broken_files(ray_local, photos, tm
 
 @pytest.mark.slow
 @ray_quirks
-def test_ray_engine_refuses_bad_options_before_touching_files(ray_local, photos, tmp_path, capsys):
+def test_ray_executor_refuses_bad_options_before_touching_files(ray_local, photos, tmp_path, capsys):
     """Unknown style, an output that is an input, more GPUs than the cluster has: typed errors,
     exit 2, nothing written or removed."""
     out = tmp_path / "out"
@@ -201,7 +201,7 @@ def test_ray_engine_refuses_bad_options_before_touching_files(ray_local, photos,
         (["--backend", "nope", "colorize", str(photos), "-o", str(out)], "unknown backend 'nope'"),
     ]
     for argv, match in cases:
-        assert cli.main(["--quiet", *argv, "--engine", "ray"]) == 2
+        assert cli.main(["--quiet", *argv, "--executor", "ray"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("chromaforge: error: ") and match in err, (argv, err)
     assert sorted(p.name for p in out.iterdir()) == [stale.name] and _digest(photos) == before
@@ -212,13 +212,13 @@ def test_ray_engine_refuses_bad_options_before_touching_files(ray_local, photos,
 def test_backend_that_cannot_run_on_the_actors_is_a_typed_error(ray_local, photos, tmp_path):
     """A backend the actors cannot create (CUDA on a CPU-only machine) stops the run with the
     SDK's BackendUnavailableError, not a Ray traceback."""
-    from sdk import ray_engine
+    from sdk import ray_executor
 
     if "CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers():  # pragma: no cover
         pytest.skip("CUDA is available here")
     items = folder.plan([str(photos / "sub")], str(tmp_path / "out"))
     with pytest.raises(BackendUnavailableError, match="onnxruntime-cuda"):
-        ray_engine.run(items, "colorize", backend="onnxruntime-cuda", quiet=True)
+        ray_executor.run(items, "colorize", backend="onnxruntime-cuda", quiet=True)
     assert not (tmp_path / "out").exists()
 
 
@@ -227,12 +227,12 @@ def test_backend_that_cannot_run_on_the_actors_is_a_typed_error(ray_local, photo
 def test_build_dataset_is_lazy_and_returns_a_status_per_row(ray_local, photos, tmp_path):
     """The Python entry point: a lazy Dataset; running it writes every item (stylize with
     fusion here) and returns written / failed rows with the reason."""
-    from sdk import ray_engine, stages
+    from sdk import ray_executor, stages
     from sdk.fusion import FuseParams
 
     items = folder.plan([str(photos / "sub"), str(photos / "broken.jpg")], str(tmp_path / "out"))
     params = stages.Params("ukiyoe", 0.8, FuseParams("laplacian", detail=0.8))
-    ds = ray_engine.build_dataset(items, "stylize", params, actors=1, threads=2, batch_size=3)
+    ds = ray_executor.build_dataset(items, "stylize", params, actors=1, threads=2, batch_size=3)
     assert not (tmp_path / "out").exists()  # nothing ran yet
     rows = sorted(ds.take_all(), key=lambda r: r["index"])
     assert [r["status"] for r in rows] == ["written"] * 8 + ["failed"]

@@ -8,7 +8,7 @@ loads the model once, in its constructor, reads its batch's inputs by path, runs
 ``Pipeline.process`` (equal working shapes share one generator call), writes every result with
 :func:`sdk.folder.save_atomic` and returns one status row per input: ``written``, ``failed`` with
 the reason (unreadable file, write error: the run goes on), or ``fatal`` (the model or backend
-cannot run on that actor: the run stops with that error, typed as on the local engine).
+cannot run on that actor: the run stops with that error, typed as on the local executor).
 
 Inputs are read and outputs written *by the actors*, by path: on a multi-node cluster the inputs,
 the outputs (and a ``model_dir``, if given) must be on a filesystem every node mounts at the same
@@ -18,9 +18,9 @@ Ray is imported only inside these functions: ``import sdk`` never loads it. Inst
 ``pip install "chromaforge[ray]"``.
 
 Example:
-    >>> from sdk import folder, ray_engine
+    >>> from sdk import folder, ray_executor
     >>> items = folder.plan(["old_photos/"], "coloured/", "png")
-    >>> summary = ray_engine.run(items, "colorize", actors=2, batch_size=8)
+    >>> summary = ray_executor.run(items, "colorize", actors=2, batch_size=8)
     >>> summary.as_dict()["written"]
     12
 """
@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from sdk import errors
 from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError
 from sdk.folder import Item, Summary, clean_stale, pipeline_process, save_atomic
-from sdk.io import MAX_PIXELS
+from sdk.images import MAX_PIXELS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -69,10 +69,10 @@ class RaySummary(Summary):
     backends: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """:meth:`Summary.as_dict` plus ``engine`` ("ray"), ``actors`` and ``backend`` (one name,
+        """:meth:`Summary.as_dict` plus ``executor`` ("ray"), ``actors`` and ``backend`` (one name,
         a list when actors differ, None when nothing ran)."""
         backend: Any = self.backends[0] if len(self.backends) == 1 else (sorted(self.backends) or None)
-        return {**super().as_dict(), "engine": "ray", "actors": self.actors, "backend": backend}
+        return {**super().as_dict(), "executor": "ray", "actors": self.actors, "backend": backend}
 
 
 def require_ray():
@@ -85,8 +85,8 @@ def require_ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError as e:
-        raise BackendUnavailableError(f"the ray engine needs Ray Data, which is not importable here ({e}); "
-                                      f"install it with {INSTALL}, or use the local engine") from e
+        raise BackendUnavailableError(f"the ray executor needs Ray Data, which is not importable here ({e}); "
+                                      f"install it with {INSTALL}, or use the local executor") from e
     return ray
 
 
@@ -96,8 +96,8 @@ def _positive_int(name: str, value: Any, flag: str) -> int:
     return int(value)
 
 
-def check_engine_options(actors: int = 1, gpus_per_actor: float = 0, threads: int | None = None, batch_size: int = 8) -> None:
-    """Check the Ray engine's own options (no Ray needed, nothing touched).
+def check_executor_options(actors: int = 1, gpus_per_actor: float = 0, threads: int | None = None, batch_size: int = 8) -> None:
+    """Check the Ray executor's own options (no Ray needed, nothing touched).
 
     Args:
         actors: actors in the pool, each holding one model (>= 1).
@@ -109,7 +109,7 @@ def check_engine_options(actors: int = 1, gpus_per_actor: float = 0, threads: in
         InvalidArgumentError: a value out of range; the message says what was expected.
 
     Example:
-        >>> check_engine_options(actors=0)
+        >>> check_executor_options(actors=0)
         Traceback (most recent call last):
         sdk.errors.InvalidArgumentError: --actors is 0; expected an integer >= 1 (actors in the Ray pool, each loads the model once)
     """
@@ -130,7 +130,7 @@ def check_job(task: str, params: Params | None = None, *, model_dir: str | Path 
 
     Reads the model's manifest (without hashing the model file: each actor verifies it when it
     loads), checks the task and its options against it (:func:`sdk.stages.check_options`), the
-    backend name and precision, and :func:`check_engine_options`.
+    backend name and precision, and :func:`check_executor_options`.
 
     Raises:
         InvalidArgumentError, UnknownStyleError: bad options.
@@ -140,7 +140,7 @@ def check_job(task: str, params: Params | None = None, *, model_dir: str | Path 
     from sdk import backends, stages
     from sdk.manifest import default_model_dir, load_manifest
 
-    check_engine_options(actors, gpus_per_actor, threads, batch_size)
+    check_executor_options(actors, gpus_per_actor, threads, batch_size)
     manifest = load_manifest(model_dir if model_dir is not None else default_model_dir(), verify=False)
     stages.check_options(task, params if params is not None else stages.Params(), manifest)
     if backend != "auto" and backend not in backends.names():
@@ -273,7 +273,7 @@ def build_dataset(items: Sequence[Item], task: str, params: Params | None = None
         >>> [r["status"] for r in ds.iter_rows()]
         ['written', 'written', 'failed']
     """
-    check_engine_options(actors, gpus_per_actor, threads, batch_size)
+    check_executor_options(actors, gpus_per_actor, threads, batch_size)
     ray = require_ray()
     threads = threads if threads is not None else default_threads(actors)
     rows = [{"index": i, "source": str(it.source), "target": str(it.target)} for i, it in enumerate(items)]
