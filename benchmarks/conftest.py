@@ -21,7 +21,7 @@ import pytest
 from PIL import Image
 
 import sdk
-from sdk import backends, processing
+from sdk import backends, tiling
 
 SIZES = {"256": (256, 256), "512": (512, 512), "1024": (1024, 1024), "4096x3072": (3072, 4096)}
 
@@ -85,6 +85,6 @@ def info(benchmark, pipe: sdk.Pipeline | None, size: str, batch: int = 1, **extr
     benchmark.extra_info.update(
         size=size, batch=batch, onnxruntime=ort.__version__, numpy=np.__version__, pillow=PIL.__version__,
         chromaforge=sdk.__version__, python=platform.python_version(),
-        fast_path=processing.fast_path_enabled(),
+        fast_path=tiling.fast_path_enabled(),
         cpu=platform.processor() or platform.machine(), cores=os.cpu_count(), **extra,
     )

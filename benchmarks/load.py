@@ -66,7 +66,7 @@ def start_server(args: argparse.Namespace, max_batch: int) -> tuple[subprocess.P
     if args.model_dir:
         cmd += ["--model-dir", args.model_dir]
     cmd += ["serve", "--port", str(port), "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms),
-            "--queue", "256", "--timeout-s", "120"]
+            "--queue", "256", "--timeout-s", "120", "--no-access-log"]  # stderr is a pipe read only on failure: keep it small
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return proc, f"http://127.0.0.1:{port}"

@@ -123,7 +123,8 @@ def test_gpu_torch_eager(benchmark, precision, size, batch):
     imgs = [photo(size, grey=True)] * batch
 
     def run():
-        jobs = [stages.prepare(i, "colorize", stages.Params(), manifest) for i in imgs]
+        options = stages.check_options("colorize", stages.Params(), manifest)
+        jobs = [stages.prepare(i, options) for i in imgs]
         return [stages.finish(j, o) for j, o in zip(jobs, stages.infer(backend, jobs))]
 
     info(benchmark, None, size, batch=batch, section="gpu", backend=backend.name, precision=precision,

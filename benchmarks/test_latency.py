@@ -14,7 +14,7 @@ import pytest
 
 import calibration
 from conftest import SIZES, info, photo, threads
-from sdk import contract, processing
+from sdk import colour, contract, resample
 from sdk.fusion import FUSE_METHODS
 from sdk.images import decode
 
@@ -81,15 +81,15 @@ def test_batch_256(benchmark, pipeline, op, batch):
 def test_stage_pre(benchmark, cpu_pipeline, size):
     """Decode + antialiased resize of the luminance to the working shape."""
     img = photo(size, grey=True)
-    shape = processing.work_shape(*img.shape, contract.WORK_SIZE, contract.SIZE_MULTIPLE)
+    shape = resample.work_shape(*img.shape, contract.WORK_SIZE, contract.SIZE_MULTIPLE)
     info(benchmark, cpu_pipeline, size, stage="pre", work_shape=list(shape))
-    benchmark(lambda: processing.resize_luma(decode(img).luma, shape))
+    benchmark(lambda: resample.resize_luma(decode(img).luma, shape))
 
 
 @pytest.mark.parametrize("size", list(SIZES))
 def test_stage_infer(benchmark, pipeline, size):
     """The generator alone at the working shape this input size maps to."""
-    h, w = processing.work_shape(*SIZES[size], contract.WORK_SIZE, contract.SIZE_MULTIPLE)
+    h, w = resample.work_shape(*SIZES[size], contract.WORK_SIZE, contract.SIZE_MULTIPLE)
     luma = np.random.default_rng(0).random((1, 1, h, w), dtype=np.float32)
     style = pipeline.style_vector(contract.NATURAL)[None]
     info(benchmark, pipeline, size, stage="infer", work_shape=[h, w])
@@ -100,10 +100,10 @@ def test_stage_infer(benchmark, pipeline, size):
 def test_stage_post(benchmark, cpu_pipeline, size):
     """Chroma upsampling + gamut-preserving YCbCr -> RGB at full resolution."""
     img = photo(size, grey=True)
-    h, w = processing.work_shape(*img.shape, contract.WORK_SIZE, contract.SIZE_MULTIPLE)
+    h, w = resample.work_shape(*img.shape, contract.WORK_SIZE, contract.SIZE_MULTIPLE)
     cbcr = (np.random.default_rng(0).random((2, h, w), dtype=np.float32) - 0.5) * 0.4
     info(benchmark, cpu_pipeline, size, stage="post", workers=cpu_pipeline.workers)
-    benchmark(processing.colour_onto_luma, img, cbcr, cpu_pipeline.workers)
+    benchmark(colour.colour_onto_luma, img, cbcr, cpu_pipeline.workers)
 
 
 # ---------------------------------------------------------------------------- PyTorch eager reference

@@ -42,6 +42,7 @@ import numpy as np
 
 from export.onnx_export import ExportError, ParityError
 from sdk import contract
+from sdk.errors import install_hint
 from sdk.manifest import Artifact, Manifest, load_manifest, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ CbCr bins at temperature 0.38 (exp of logits / 0.38 loses its small probabilitie
 MEAN_LEVELS = 0.5
 MIN_PSNR = 40.0
 """dB, per case, FP16 against FP32 (8-bit images): an RMS difference of at most 2.5 levels."""
-EXTRA = "pip install 'chromaforge[export]' (onnx, onnxconverter-common)"
+EXTRA = f"{install_hint('export')}: onnx, onnxconverter-common"
 
 
 @dataclass(frozen=True)
@@ -343,7 +344,7 @@ def stage_parity(manifest: Manifest, reference, candidates: dict, cases, workers
     """
     from sdk import stages
 
-    jobs = [stages.prepare(img, task, params, manifest, label) for label, img, task, params in cases]
+    jobs = [stages.prepare(img, stages.check_options(task, params, manifest), label) for label, img, task, params in cases]
     # PIL (path in) or array out, uint8 -> int16 for differences
     ref_imgs = [np.asarray(stages.finish(job, out, workers), dtype=np.int16) for job, out in zip(jobs, stages.infer(reference, jobs))]
     reports: dict[str, dict] = {}

@@ -201,7 +201,7 @@ def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarr
     """Random and real (luma, style) pairs at several shapes and batch sizes."""
     from PIL import Image
 
-    from sdk import processing
+    from sdk import resample
     from sdk.images import IMAGE_SUFFIXES, decode
 
     rng = np.random.default_rng(0)
@@ -224,8 +224,8 @@ def _parity_inputs(cfg: ExportConfig, n_styles: int) -> list[tuple[str, np.ndarr
         files = [Path(__file__).resolve().parents[1] / "sdk" / "examples" / "astronaut.jpg"]
     for f in files:
         d = decode(Image.open(f))
-        shape = processing.work_shape(*d.size, cfg.work_size, contract.SIZE_MULTIPLE)
-        luma = processing.resize_luma(d.luma, shape)[None, None]
+        shape = resample.work_shape(*d.size, cfg.work_size, contract.SIZE_MULTIPLE)
+        luma = resample.resize_luma(d.luma, shape)[None, None]
         for k in range(n_styles):
             style = np.zeros((1, n_styles), np.float32)
             style[0, k] = 1.0

@@ -127,9 +127,7 @@ def write_repository(cfg: TritonConfig) -> dict:
     _check(cfg)
     manifest = load_manifest(cfg.model_dir)
     repo = Path(cfg.out)
-    onnx_art: Artifact = manifest.primary if cfg.precision == "fp32" else next(iter(manifest.find("onnx", cfg.precision)), None)
-    if onnx_art is None:
-        raise ExportError(f"{manifest.directory} has no {cfg.precision} ONNX; make it with python -m export fp16 --model-dir {cfg.model_dir} --out {cfg.model_dir}")
+    onnx_art: Artifact = manifest.onnx_artifact(None if cfg.precision == "fp32" else cfg.precision, error=ExportError)
     models = {f"{cfg.name}_onnx": ("onnxruntime_onnx", manifest.path(onnx_art), "model.onnx", "TYPE_FP32")}
     if cfg.engine:
         plan = Path(cfg.engine)

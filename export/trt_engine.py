@@ -44,12 +44,12 @@ from export.onnx_export import ExportError
 from sdk.backends import Shape
 from sdk.backends import profiles as _profiles
 from sdk.backends._cuda import DeviceInfo
-from sdk.errors import ChromaforgeError
+from sdk.errors import ChromaforgeError, install_hint
 from sdk.manifest import Artifact, Manifest, ShapeProfile, sha256_file, write_manifest
 
 log = logging.getLogger(__name__)
 
-EXTRA = "pip install 'chromaforge[tensorrt]' (tensorrt and cuda-python) on a machine with an NVIDIA GPU"
+EXTRA = f"{install_hint('tensorrt')}: tensorrt and cuda-python, on a machine with an NVIDIA GPU"
 
 
 class TensorRTUnavailableError(ExportError):
@@ -168,18 +168,13 @@ def _device() -> DeviceInfo:
 
 
 def source_onnx(manifest: Manifest, fp16: bool) -> Artifact:
-    """The ONNX artifact the engine is built from.
+    """The ONNX artifact the engine is built from: the FP16 ONNX with ``fp16``, else the primary
+    (:meth:`Manifest.onnx_artifact`).
 
     Raises:
-        ExportError: ``fp16`` and the model has no FP16 ONNX yet.
+        ExportError: ``fp16`` and the model has no FP16 ONNX yet (the message says how to make it).
     """
-    if not fp16:
-        return manifest.primary
-    found = manifest.find("onnx", "fp16")
-    if not found:
-        raise ExportError(f"--fp16 builds from the FP16 ONNX, which {manifest.directory} lacks; make it first: "
-                          f"python -m export fp16 --model-dir {manifest.directory} --out {manifest.directory}")
-    return found[0]
+    return manifest.onnx_artifact("fp16" if fp16 else None, error=ExportError)
 
 
 def build_engine(cfg: TrtConfig) -> dict[str, Any]:

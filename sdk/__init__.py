@@ -10,7 +10,7 @@ Example:
 The module-level functions share one cached :class:`Pipeline` on the bundled model, created on
 first use; call :func:`load` to manage your own (another model folder, backend or thread count).
 Importing ``sdk`` loads only numpy, Pillow and onnxruntime, and those only when first needed:
-``Pipeline``, ``fuse`` and the submodules are imported on first access, so ``sdk.contract``
+``Pipeline``, ``load``, ``fuse`` and the submodules are imported on first access, so ``sdk.contract``
 (standard library only) can be imported by training code without pulling in the runtime.
 
 How the pieces fit (README, "How it fits together"): :mod:`sdk.stages` (prepare -> infer ->
@@ -30,16 +30,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from sdk.fusion import fuse
     from sdk.images import ImageInput
-    from sdk.pipeline import Pipeline
+    from sdk.pipeline import Pipeline, load
     from sdk.stages import StyleSpec
 
 __version__ = "0.1.0"
-__all__ = ["colorize", "stylize", "fuse", "styles", "load", "Pipeline", "errors", "example_image", "__version__"]
+__all__ = ["colorize", "stylize", "fuse", "styles", "load", "Pipeline", "errors", "example_image", "colorize_video", "stylize_video",
+           "__version__"]
 
-_LAZY = {"Pipeline": "sdk.pipeline", "fuse": "sdk.fusion", "StyleSpec": "sdk.stages"}
+_LAZY = {"Pipeline": "sdk.pipeline", "load": "sdk.pipeline", "fuse": "sdk.fusion", "StyleSpec": "sdk.stages",
+         "colorize_video": "sdk.video", "stylize_video": "sdk.video"}
 """Public names imported on first access (PEP 562), with the module that defines them."""
-_SUBMODULES = {"backends", "cli", "contract", "errors", "folder", "fusion", "images", "manifest",
-               "pipeline", "processing", "ray_executor", "serve", "stages"}
+_SUBMODULES = {"backends", "cli", "colour", "contract", "describe", "errors", "folder", "fusion", "images", "manifest",
+               "pipeline", "ray_executor", "resample", "serve", "stages", "temporal", "tiling", "video"}
 
 
 def __getattr__(name: str) -> Any:
@@ -56,38 +58,9 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
 
+
 _default: Pipeline | None = None
 _lock = threading.Lock()
-
-
-def load(model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None,
-         max_pixels: int | None = 8192 * 8192, max_batch: int = 8, precision: str | None = None) -> Pipeline:
-    """Load a model and create its backend session (once; reuse the result).
-
-    Args:
-        model_dir: folder written by ``python -m export onnx``; None for the bundled model.
-        backend: ``"auto"`` or a name from ``sdk.backends.names()``.
-        threads: intra-op threads for CPU backends and threads of the full-resolution steps
-            (a positive integer; more than :func:`sdk.processing.max_threads` is capped).
-        max_pixels: refuse inputs with more pixels (default :data:`sdk.images.MAX_PIXELS`, 67 MP,
-            checked from an encoded image's header before decoding); None for no limit.
-        max_batch: images of a list processed together (default :data:`sdk.pipeline.MAX_BATCH`;
-            memory stays bounded however long the list).
-        precision: ``"fp32"`` or ``"fp16"`` (e.g. the FP16 ONNX on ``onnxruntime-cuda``); None for
-            the backend's default.
-
-    Returns:
-        A :class:`Pipeline`; ``pipeline.backend_name`` names the backend, ``pipeline.backend_reason`` why.
-
-    Raises:
-        ModelNotFoundError, ModelCorruptError, BackendUnavailableError, InvalidArgumentError.
-
-    Example:
-        >>> p = sdk.load(backend="onnxruntime-cpu", threads=2)
-    """
-    from sdk.pipeline import Pipeline
-
-    return Pipeline(model_dir, backend=backend, threads=threads, max_pixels=max_pixels, max_batch=max_batch, precision=precision)
 
 
 def _pipeline() -> Pipeline:

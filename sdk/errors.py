@@ -8,6 +8,8 @@ derives from the built-in exception a caller would naturally expect (``ValueErro
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ChromaforgeError(Exception):
     """Base class of every error the SDK raises on purpose."""
@@ -58,3 +60,27 @@ class OutputWriteError(ChromaforgeError, OSError):
 
 class InvalidArgumentError(ChromaforgeError, ValueError):
     """An option (style weights, strength, fusion method or parameter) is out of range."""
+
+
+class JobInterrupted(KeyboardInterrupt):
+    """A folder job stopped by Ctrl-C; ``summary`` holds what was done."""
+
+    def __init__(self, summary: Any) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+
+
+def install_hint(*extras: str) -> str:
+    """How to install optional extras, from PyPI and from a source checkout: the one wording every
+    missing-extra message uses.
+
+    Example:
+        >>> install_hint("serve")
+        'pip install "chromaforge[serve]" (from a source checkout: pip install -e ".[serve]")'
+    """
+    names = ",".join(extras)
+    return f'pip install "chromaforge[{names}]" (from a source checkout: pip install -e ".[{names}]")'
+
+
+class InvalidVideoError(ChromaforgeError, ValueError):
+    """The input is not a video the SDK can read: missing, no video stream, or undecodable."""

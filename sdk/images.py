@@ -186,8 +186,10 @@ def _open(src: io.BufferedIOBase, label: str, max_pixels: int | None) -> Image.I
     """Open and fully decode an encoded image (its first frame), checking its size from the header first.
 
     Every failure of the decoder, whatever Pillow raises (OSError, SyntaxError, struct.error,
-    RuntimeError, MemoryError...), becomes InvalidImageError; the file is never left open.
+    RuntimeError, MemoryError...), becomes InvalidImageError, said without Python's internals
+    (:func:`_unreadable`); the file is never left open.
     """
+    im = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the SDK's own limit decides
@@ -202,10 +204,62 @@ def _open(src: io.BufferedIOBase, label: str, max_pixels: int | None) -> Image.I
     except ChromaforgeError:
         raise
     except Exception as e:
-        kind = _PLUGIN_HINTS.get(Path(label).suffix.lower())
-        hint = f" ({kind} needs a Pillow built with it, or a plugin such as pillow-heif)" if kind else ""
-        raise InvalidImageError(f"{label} is not a readable image ({type(e).__name__}: {e}); "
-                                f"expected PNG, JPEG, WebP, TIFF, BMP or another format Pillow reads{hint}") from e
+        raise InvalidImageError(_unreadable(label, e, getattr(im, "format", None), _head(src))) from e
+
+
+_EXPECTED = "expected PNG, JPEG, WebP, TIFF, BMP or another format Pillow reads"
+_SIGNATURES = ((b"%PDF", "a PDF document"), (b"PK\x03\x04", "a ZIP archive (or a DOCX, XLSX, ...)"),
+               (b"\x1f\x8b", "gzip-compressed data"), (b"{", "JSON or other text"), (b"<", "HTML, XML or SVG text"),
+               (b"\x7fELF", "a program (ELF)"), (b"ftypheic", "HEIC"), (b"ftypavif", "AVIF"))
+
+
+def _head(src: io.BufferedIOBase, n: int = 32) -> bytes:
+    """The first bytes of ``src`` (empty if it cannot be read again)."""
+    try:
+        src.seek(0)
+        return src.read(n)
+    except Exception:  # noqa: BLE001  (only for the message)
+        return b""
+
+
+def _what(head: bytes) -> str:
+    """What the first bytes of a file that is not an image look like, in words."""
+    if not head:
+        return "an empty file"
+    for magic, name in _SIGNATURES:
+        if head.startswith(magic) or head[4:].startswith(magic):
+            return name
+    for cut in range(4):  # a UTF-8 character may straddle the end of the head
+        try:
+            text = head[:len(head) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        if all(c.isprintable() or c in "\r\n\t" for c in text):
+            return f"text starting {' '.join(text.split())[:24]!r}"
+        break
+    return "data starting with bytes " + " ".join(f"{b:02x}" for b in head[:8])
+
+
+def _unreadable(label: str, error: BaseException, fmt: str | None, head: bytes) -> str:
+    """The message for an input the decoder refused: the file, what came, what was expected, and
+    what to do; Pillow's own reason only where it is plain words."""
+    kind = _PLUGIN_HINTS.get(Path(label).suffix.lower())
+    if kind is None and (b"ftypheic" in head[:16] or b"ftypmif1" in head[:16]):
+        kind = "HEIC"
+    elif kind is None and b"ftypavif" in head[:16]:
+        kind = "AVIF"
+    plugin = f" ({kind} needs a Pillow built with it, or a plugin such as pillow-heif)" if kind else ""
+    if isinstance(error, MemoryError):
+        return f"{label} is not a readable image: decoding it needs more memory than there is; pass a smaller image"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"{label} is not a readable image: {error}; pass a smaller image"
+    if fmt is None:  # Pillow found no format it knows
+        return f"{label} is not a readable image: Pillow cannot identify its format (got {_what(head)}); {_EXPECTED}{plugin}"
+    reason = str(error).strip()
+    plain = isinstance(error, (OSError, SyntaxError, ValueError)) and reason and "<" not in reason and not isinstance(error, UnicodeError)
+    detail = f" ({reason})" if plain else ""
+    return (f"{label} is not a readable image: its {fmt} data is truncated or damaged{detail}; "
+            f"expected a complete image file: copy or export it again{plugin}")
 
 
 def _from_pil(im: Image.Image, kind: str, name: str) -> Decoded:

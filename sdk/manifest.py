@@ -193,6 +193,36 @@ class Manifest:
         """
         return tuple(a for a in self.artifacts if a.format == format and (precision is None or a.precision == precision))
 
+    def onnx_artifact(self, precision: str | None = None, error: type[Exception] = ModelNotFoundError) -> Artifact:
+        """The ONNX file to run or build from for ``precision``: the primary for None, else the first
+        ONNX artifact of that precision (the primary first: ``"fp32"`` is normally the primary).
+
+        Args:
+            precision: ``"fp32"``, ``"fp16"``, or None for the primary model file.
+            error: the exception class to raise when there is none (a backend raises
+                BackendUnavailableError, an export step its ExportError).
+
+        Returns:
+            The artifact (its file: :meth:`path`).
+
+        Raises:
+            error: the manifest lists no ONNX file of that precision; the message names the
+                command that makes one.
+
+        Example:
+            >>> m.onnx_artifact("fp16").file
+            'model.fp16.onnx'
+        """
+        if precision is None:
+            return self.primary
+        found = self.find("onnx", precision)
+        if not found:
+            make = (f"python -m export fp16 --model-dir {self.directory} --out {self.directory}" if precision == "fp16"
+                    else "python -m export onnx")
+            raise error(f"the model in {self.directory} has no {precision} ONNX file (its ONNX files: "
+                        f"{[a.precision for a in self.find('onnx')]}); make one with `{make}`")
+        return found[0]
+
     def path(self, artifact: Artifact) -> Path:
         """Where an artifact's file lies."""
         return self.directory / artifact.file

@@ -1,9 +1,10 @@
 """Folder jobs on Ray Data: the same items, naming and guarantees as :mod:`sdk.folder`, run by a
 pool of Ray actors that each hold one :class:`sdk.Pipeline`.
 
-The driver plans the job (:func:`sdk.folder.plan`), removes a killed run's temporary files and
-skips existing outputs, exactly as :func:`sdk.folder.run` does; the remaining items become a Ray
-Dataset of plain rows (``index``, ``source``, ``target``: an int and two path strings). Each actor
+The driver runs the job through :func:`sdk.folder.run_job`, the runner the local executor uses
+too (skip existing outputs, remove a killed run's temporary files, count, list failures, report
+progress, Ctrl-C); :class:`RayExecutor` only does the pending items: they become a Ray Dataset of
+plain rows (``index``, ``source``, ``target``: an int and two path strings). Each actor
 loads the model once, in its constructor, reads its batch's inputs by path, runs them through
 ``Pipeline.process`` (equal working shapes share one generator call), writes every result with
 :func:`sdk.folder.save_atomic` and returns one status row per input: ``written``, ``failed`` with
@@ -40,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 
 from sdk import errors
 from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError
-from sdk.folder import Item, Summary, clean_stale, pipeline_process, save_atomic
+from sdk.video import is_video
+from sdk.folder import Executor, Item, Outcome, Summary, clean_stale, pipeline_process, run_job, save_atomic
 from sdk.images import MAX_PIXELS
 
 if TYPE_CHECKING:
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
 
     from sdk.stages import Params
 
-INSTALL = 'pip install "chromaforge[ray]"'
+INSTALL = errors.install_hint("ray")
 """How to get Ray Data (the ``ray`` extra)."""
 
 WRITTEN, FAILED, FATAL = "written", "failed", "fatal"
@@ -358,11 +360,122 @@ def _typed(kind: str, message: str) -> ChromaforgeError:
     return cls(message)
 
 
+class RayExecutor(Executor):
+    """The :class:`sdk.folder.Executor` of a Ray job: a pool of :class:`PipelineActor` over the pending items.
+
+    :meth:`open` starts or joins Ray (:func:`connect`) and checks its GPUs only when something is
+    pending; :meth:`results` runs :func:`build_dataset` and turns each status row into an
+    outcome (a ``fatal`` row raises the actor's error, typed); :meth:`stop` (Ctrl-C) stops the
+    pool's remaining work (each actor's writes are atomic: a file is whole or absent);
+    :meth:`close` shuts Ray down if :meth:`open` started it, and removes temporary files its
+    stopped actors left.
+
+    Args:
+        task, params, model_dir, backend, threads, actors, gpus_per_actor, batch_size, max_pixels,
+            precision, address, quiet: as :func:`run`.
+    """
+
+    def __init__(self, task: str, params: Params | None = None, *, model_dir: str | Path | None = None, backend: str = "auto",
+                 threads: int | None = None, actors: int = 1, gpus_per_actor: float = 0, batch_size: int = 8,
+                 max_pixels: int | None = MAX_PIXELS, precision: str | None = None, address: str | None = None,
+                 quiet: bool = False) -> None:
+        check_executor_options(actors, gpus_per_actor, threads, batch_size)
+        self.task, self.params, self.model_dir, self.backend, self.threads = task, params, model_dir, backend, threads
+        self.actors, self.gpus_per_actor, self.batch_size, self.max_pixels = actors, gpus_per_actor, batch_size, max_pixels
+        self.precision, self.address, self.quiet = precision, address, quiet
+        self._ray: Any = None
+        self._started = False
+        self._cpus = 0.0
+        self._pool = 0
+        self._pending: Sequence[Item] = ()
+        self._rows: Any = None
+        self._backends: set[str] = set()
+
+    def new_summary(self) -> RaySummary:
+        return RaySummary()
+
+    def open(self, pending: Sequence[Item]) -> None:
+        """Start or join Ray and check the cluster's GPUs (only when something is pending).
+
+        Raises:
+            BackendUnavailableError: Ray is missing or unreachable.
+            InvalidArgumentError: the cluster has fewer GPUs than ``actors * gpus_per_actor``.
+        """
+        self._pending = pending
+        if not pending:  # every output exists: Ray is not started
+            return
+        videos = [str(it.source) for it in pending if is_video(it.source)]
+        if videos:
+            raise InvalidArgumentError(f"{len(videos)} video file(s) ({videos[0]}...) in a --executor ray job; videos run on the local "
+                                       "executor (each streams through one model): drop --executor ray for them")
+        self._ray = require_ray()
+        self._started = connect(self.address, quiet=self.quiet)
+        resources = self._ray.cluster_resources()
+        self._cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+        if self.gpus_per_actor and self.actors * self.gpus_per_actor > gpus + 1e-9:
+            raise InvalidArgumentError(f"--actors {self.actors} with --gpus-per-actor {self.gpus_per_actor:g} needs "
+                                       f"{self.actors * self.gpus_per_actor:g} GPUs; the Ray cluster has {gpus:g}: lower --actors or "
+                                       "--gpus-per-actor, or add GPU nodes (`ray start --address=HEAD:6379` on each)")
+
+    def results(self, pending: Sequence[Item]) -> Iterator[Outcome]:
+        """Run the pool over ``pending``; one outcome per status row, as rows arrive.
+
+        Raises:
+            The SDK error an actor reported as ``fatal`` (it cannot load the model or create its
+            backend); BackendUnavailableError when the Ray job itself failed.
+        """
+        if not pending:
+            return
+        ray = self._ray
+        self._pool = min(self.actors, math.ceil(len(pending) / self.batch_size))
+        per_actor = self.threads if self.threads is not None else default_threads(self.actors, self._cpus or None)
+        reserve = min(float(per_actor), self._cpus / self._pool) if self._cpus else float(per_actor)  # every actor fits
+        ds = build_dataset(pending, self.task, self.params, model_dir=self.model_dir, backend=self.backend, threads=per_actor,
+                           actors=self._pool, gpus_per_actor=self.gpus_per_actor, cpus_per_actor=reserve,
+                           batch_size=self.batch_size, max_pixels=self.max_pixels, precision=self.precision)
+        with _quiet_data(self.quiet):
+            self._rows = iter(ds.iter_rows())
+            try:
+                for row in self._rows:
+                    if row["status"] == FATAL:
+                        raise _typed(str(row["error_type"]), str(row["error"]))
+                    self._backends.add(str(row["backend"]))
+                    yield int(row["index"]), None if row["status"] == WRITTEN else str(row["error"])
+            except ray.exceptions.RayError as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise BackendUnavailableError(f"the Ray job failed ({type(e).__name__}: {first[:300]}); "
+                                              "see the worker logs in /tmp/ray/session_latest/logs on each node") from e
+            finally:  # a fatal row or Ctrl-C stops early: closing the iterator stops the pool's remaining work
+                self._close_rows()
+
+    def _close_rows(self) -> None:
+        rows, self._rows = self._rows, None
+        close = getattr(rows, "close", None)
+        if close is not None:
+            close()
+
+    def stop(self) -> Iterator[Outcome]:
+        """Ctrl-C: stop the pool. Rows the driver has not received yet are lost: :func:`run_job`
+        counts their targets that exist (whole: the actors write atomically)."""
+        self._close_rows()
+        return iter(())
+
+    def finish(self, summary: Summary) -> None:
+        summary.actors = self._pool
+        summary.backends = sorted(self._backends)
+
+    def close(self) -> None:
+        if self._started:
+            self._started = False
+            self._ray.shutdown()
+            clean_stale(self._pending)  # temporaries of actors stopped mid-write (their processes are gone)
+
+
 def run(items: Sequence[Item], task: str, params: Params | None = None, *, overwrite: bool = False,
         model_dir: str | Path | None = None, backend: str = "auto", threads: int | None = None, actors: int = 1,
         gpus_per_actor: float = 0, batch_size: int = 8, max_pixels: int | None = MAX_PIXELS, precision: str | None = None,
         address: str | None = None, quiet: bool = False, progress: Callable[[str], None] | None = None) -> RaySummary:
-    """Run a folder job on Ray: :func:`sdk.folder.run`'s contract, with actors doing the work.
+    """Run a folder job on Ray: :func:`sdk.folder.run_job` with a :class:`RayExecutor`.
 
     Options are checked first (:func:`check_job`); existing targets are skipped (unless
     ``overwrite``) on the driver; if anything is left, Ray is started or joined (:func:`connect`)
@@ -394,63 +507,12 @@ def run(items: Sequence[Item], task: str, params: Params | None = None, *, overw
         BackendUnavailableError: Ray is missing or unreachable, the backend cannot run on an
             actor, or the Ray job failed (worker logs: ``/tmp/ray/session_latest/logs``).
         ModelNotFoundError, ModelCorruptError: an actor could not load the model.
+        JobInterrupted: Ctrl-C; the pool was stopped, ``summary`` says what the driver had heard of.
     """
     check_job(task, params, model_dir=model_dir, backend=backend, precision=precision, actors=actors,
               gpus_per_actor=gpus_per_actor, threads=threads, batch_size=batch_size)
-    ray = require_ray()
-    step = progress or (lambda note: None)
-    pending = [item for item in items if overwrite or not item.target.exists()]
-    started = connect(address, quiet=quiet) if pending else False
-    try:
-        if pending:  # the cluster's resources are checked before any file is touched
-            resources = ray.cluster_resources()
-            cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
-            if gpus_per_actor and actors * gpus_per_actor > gpus + 1e-9:
-                raise InvalidArgumentError(f"--actors {actors} with --gpus-per-actor {gpus_per_actor:g} needs {actors * gpus_per_actor:g} GPUs; "
-                                           f"the Ray cluster has {gpus:g}: lower --actors or --gpus-per-actor, or add GPU nodes "
-                                           "(`ray start --address=HEAD:6379` on each)")
-        summary = RaySummary(stale_removed=clean_stale(items))
-        waiting = set(map(id, pending))
-        for item in items:
-            if id(item) not in waiting:
-                summary.skipped_existing += 1
-                step(f"skip {item.target.name}")
-        if not pending:
-            return summary
-        pool = min(actors, math.ceil(len(pending) / batch_size))
-        per_actor = threads if threads is not None else default_threads(actors, cpus or None)
-        reserve = min(float(per_actor), cpus / pool) if cpus else float(per_actor)  # every actor fits
-        ds = build_dataset(pending, task, params, model_dir=model_dir, backend=backend, threads=per_actor, actors=pool,
-                           gpus_per_actor=gpus_per_actor, cpus_per_actor=reserve, batch_size=batch_size,
-                           max_pixels=max_pixels, precision=precision)
-        summary.actors = pool
-        failed: list[tuple[int, Path, str]] = []
-        backends_seen: set[str] = set()
-        with _quiet_data(quiet):
-            rows = iter(ds.iter_rows())
-            try:
-                for row in rows:
-                    item = pending[int(row["index"])]
-                    if row["status"] == FATAL:
-                        raise _typed(str(row["error_type"]), str(row["error"]))
-                    backends_seen.add(str(row["backend"]))
-                    if row["status"] == WRITTEN:
-                        summary.written += 1
-                        step(item.target.name)
-                    else:
-                        failed.append((int(row["index"]), item.source, str(row["error"])))
-                        step(f"failed {item.source.name}")
-            except ray.exceptions.RayError as e:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise BackendUnavailableError(f"the Ray job failed ({type(e).__name__}: {first[:300]}); "
-                                              "see the worker logs in /tmp/ray/session_latest/logs on each node") from e
-            finally:  # a fatal row stops early: closing the iterator stops the pool's remaining work
-                close = getattr(rows, "close", None)
-                if close is not None:
-                    close()
-        summary.failed = [(src, msg) for _, src, msg in sorted(failed, key=lambda f: f[0])]
-        summary.backends = sorted(backends_seen)
-        return summary
-    finally:
-        if started:
-            ray.shutdown()
+    require_ray()
+    executor = RayExecutor(task, params, model_dir=model_dir, backend=backend, threads=threads, actors=actors,
+                           gpus_per_actor=gpus_per_actor, batch_size=batch_size, max_pixels=max_pixels, precision=precision,
+                           address=address, quiet=quiet)
+    return run_job(items, executor, overwrite=overwrite, progress=progress)

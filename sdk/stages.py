@@ -1,7 +1,9 @@
 """The pipeline in three stages: prepare -> infer -> finish.
 
-Each image becomes a :class:`Job` (:func:`prepare`: decode, working shape, luminance at that shape,
-the job's own style vector). :func:`infer` runs the generator for any list of jobs on a backend,
+A call's task and options are checked once, by :func:`check_options`, into a frozen
+:class:`ResolvedOptions` (style vector, saturation, fusion, working size, padding) that every image
+of the call shares. Each image becomes a :class:`Job` (:func:`prepare`: decode, working shape,
+luminance at that shape, with those options). :func:`infer` runs the generator for any list of jobs on a backend,
 adapting them to what the backend declares (:class:`sdk.backends.Capabilities`): jobs are grouped
 by the shape they run at, so different sizes that share a working shape or a bucket, and different
 styles, share one call; groups are split by the backend's maximum batch; luminance is padded to a
@@ -14,7 +16,9 @@ bucket (replicate padding) and the output cropped back; inputs are cast to the b
 
 Example:
     >>> p = sdk.load()
-    >>> jobs = [prepare(a, "colorize", Params(), p.manifest), prepare(b, "stylize", Params("ukiyoe"), p.manifest)]
+    >>> colour = check_options("colorize", Params(), p.manifest)
+    >>> art = check_options("stylize", Params("ukiyoe"), p.manifest)
+    >>> jobs = [prepare(a, colour), prepare(b, art), prepare(c, art)]
     >>> results = [finish(j, out, p.workers) for j, out in zip(jobs, infer(p.runner, jobs))]
 """
 
@@ -29,12 +33,14 @@ from typing import Union
 
 import numpy as np
 
-from sdk import contract, processing
+from sdk import contract
 from sdk.backends import Backend
+from sdk.colour import colour_onto_luma, ycbcr_small_to_rgb
 from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError, ModelCorruptError, UnknownStyleError
 from sdk.fusion import FuseParams, fuse_rgb
 from sdk.images import MAX_PIXELS, Decoded, ImageInput, decode, encode
 from sdk.manifest import Manifest
+from sdk.resample import resize_luma, work_shape
 
 StyleSpec = Union[str, Mapping[str, float]]
 """A style name (``"ukiyoe"``) or a blend of names to weights (``{"ukiyoe": .6, "rococo": .4}``)."""
@@ -49,7 +55,8 @@ TASKS = ("colorize", "stylize")
 
 @dataclass(frozen=True)
 class Params:
-    """Options of one job.
+    """A call's options as the caller gives them (unchecked: :func:`check_options` checks them
+    against a model and resolves them into :class:`ResolvedOptions`).
 
     Args:
         style: a style name or a blend; ``colorize`` takes only ``"natural"``.
@@ -69,31 +76,49 @@ class Params:
     saturation: float = 1.0
 
 
+@dataclass(frozen=True, eq=False)
+class ResolvedOptions:
+    """A call's task and options, checked against one model and resolved: what :func:`prepare`,
+    :func:`infer` and :func:`finish` read. Made by :func:`check_options` only, once per call, and
+    shared by every job of the call (it pickles with them).
+
+    Attributes:
+        task: one of :data:`TASKS`.
+        style: float32 [S] style weights (strength applied), summing to 1; read-only.
+        saturation: factor on the output's chroma, applied by :func:`finish`.
+        fusion: fusion applied by :func:`finish`, or None.
+        work_size: the long side the generator runs at for this task (the manifest's
+            ``work_size``, or its stylize size).
+        multiple: the model's size multiple (working sides are multiples of it).
+        pad: pixels of reflect padding on every side of the luminance (the manifest's
+            ``style_pad`` for ``stylize``), cropped off the output by :func:`finish`.
+    """
+
+    task: str
+    style: np.ndarray
+    saturation: float
+    fusion: FuseParams | None
+    work_size: int
+    multiple: int
+    pad: int
+
+
 @dataclass(frozen=True)
 class Job:
     """One image prepared for the generator.
 
     Attributes:
-        task: one of :data:`TASKS`.
         source: the decoded input (full-resolution pixels, alpha, and how to return the result).
-        shape: working shape (h, w) the generator runs at (before any bucket padding), ``pad``
-            included.
+        shape: working shape (h, w) the generator runs at (before any bucket padding), the
+            options' ``pad`` included.
         luma: float32 [h, w] luminance in [0, 1] at ``shape``.
-        style: float32 [S] style weights, summing to 1.
-        fusion: fusion applied by :func:`finish`, or None.
-        saturation: factor on the output's chroma, applied by :func:`finish`.
-        pad: pixels of reflect padding on every side of ``luma`` (the manifest's ``style_pad``
-            for ``stylize``), cropped off the output by :func:`finish`.
+        options: the call's :class:`ResolvedOptions` (task, style vector, saturation, fusion).
     """
 
-    task: str
     source: Decoded
     shape: tuple[int, int]
     luma: np.ndarray
-    style: np.ndarray
-    fusion: FuseParams | None = None
-    saturation: float = 1.0
-    pad: int = 0
+    options: ResolvedOptions
 
 
 def style_vector(styles: Sequence[str], style: StyleSpec, strength: float = 1.0) -> np.ndarray:
@@ -156,6 +181,9 @@ def parse_style(text: str) -> StyleSpec:
         >>> parse_style("ukiyoe=0.6,rococo=0.4")
         {'ukiyoe': 0.6, 'rococo': 0.4}
     """
+    if ":" in text:  # no style name has one: NAME:WEIGHT for NAME=WEIGHT
+        raise InvalidArgumentError(f"style {reprlib.repr(text)} has a ':'; a blend is NAME=WEIGHT,...: "
+                                   f"did you mean {reprlib.repr(text.replace(':', '='))[1:-1]}?")
     if "=" not in text:
         return text.strip()
     blend: dict[str, float] = {}
@@ -168,13 +196,26 @@ def parse_style(text: str) -> StyleSpec:
     return blend
 
 
-def check_options(task: str, params: Params, manifest: Manifest) -> np.ndarray:
-    """Check a task and its options against the model; returns the style vector [S].
+def check_options(task: str, params: Params, manifest: Manifest) -> ResolvedOptions:
+    """Check a task and its options against the model, and resolve them: the one place options are
+    checked and the style vector is built. Call it once per call (a list, a folder job, a request)
+    and hand the result to :func:`prepare` for each image.
+
+    Args:
+        task: one of :data:`TASKS`.
+        params: style, strength, saturation and fusion as the caller gave them.
+        manifest: the model's manifest (styles, working sizes, size multiple, style padding).
+
+    Returns:
+        The :class:`ResolvedOptions` of the call.
 
     Raises:
-        InvalidArgumentError: unknown task, a style given to ``colorize``, bad weights, strength or saturation.
+        InvalidArgumentError: unknown task, a style given to ``colorize``, bad weights, strength,
+            saturation or fusion.
         UnknownStyleError: a style name is not in the manifest.
     """
+    if not isinstance(params, Params):
+        raise InvalidArgumentError(f"params is {type(params).__name__}; expected sdk.stages.Params")
     if task not in TASKS:
         raise InvalidArgumentError(f"unknown task {task!r}; expected one of {TASKS}")
     if task == "colorize" and params.style != contract.NATURAL:
@@ -183,20 +224,24 @@ def check_options(task: str, params: Params, manifest: Manifest) -> np.ndarray:
     if isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0.0 <= s <= MAX_SATURATION:
         raise InvalidArgumentError(f"saturation is {reprlib.repr(s)}; expected a number in [0, {MAX_SATURATION:g}] "
                                    "(1 = the model's colour, 0 = grey, above 1 = more colourful)")
-    return style_vector(manifest.styles, params.style, params.strength)
+    if params.fusion is not None and not isinstance(params.fusion, FuseParams):
+        raise InvalidArgumentError(f"fusion is {type(params.fusion).__name__}; expected sdk.fusion.FuseParams or None")
+    style = style_vector(manifest.styles, params.style, params.strength)
+    style.setflags(write=False)  # shared by every job of the call
+    styled = task == "stylize"
+    return ResolvedOptions(task, style, float(s), params.fusion, manifest.stylize_size if styled else manifest.work_size,
+                           manifest.size_multiple, manifest.style_pad if styled else 0)
 
 
-def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, name: str = "image",
-            max_pixels: int | None = MAX_PIXELS) -> Job:
+def prepare(image: ImageInput, options: ResolvedOptions, name: str = "image", max_pixels: int | None = MAX_PIXELS) -> Job:
     """Stage 1: decode ``image`` and bring it to the generator's working shape.
 
-    The style is checked before the image is decoded, so a bad option fails before any I/O.
+    The options were checked already (:func:`check_options`, before any image is decoded); this
+    checks nothing of them.
 
     Args:
         image: any input :mod:`sdk.images` accepts.
-        task: ``"colorize"`` or ``"stylize"``.
-        params: style, strength and fusion of this job.
-        manifest: the model's manifest (styles, working size, size multiple).
+        options: the call's options, from :func:`check_options`.
         name: what to call the image in error messages.
         max_pixels: refuse larger inputs (see :func:`sdk.images.decode`); None for no limit.
 
@@ -204,19 +249,18 @@ def prepare(image: ImageInput, task: str, params: Params, manifest: Manifest, na
         A :class:`Job`; it holds no reference to a backend.
 
     Raises:
-        InvalidArgumentError: unknown task, a style given to ``colorize``, bad weights or strength.
-        UnknownStyleError: a style name is not in the manifest.
+        InvalidArgumentError: ``options`` is not a :class:`ResolvedOptions`.
         InvalidImageError, ImageFormatError: the input cannot be read.
     """
-    style = check_options(task, params, manifest)
+    if not isinstance(options, ResolvedOptions):
+        raise InvalidArgumentError(f"options is {type(options).__name__}; expected the ResolvedOptions of "
+                                   "sdk.stages.check_options(task, params, manifest)")
     source = decode(image, name, max_pixels)
-    styled = task == "stylize"
-    shape = processing.work_shape(*source.size, manifest.stylize_size if styled else manifest.work_size, manifest.size_multiple)
-    luma = processing.resize_luma(source.luma, shape)
-    pad = manifest.style_pad if styled else 0
-    if pad:  # the image's border inside what the generator sees: no edge bands (manifest.style_pad)
-        luma = np.pad(luma, pad, mode="reflect")
-    return Job(task, source, luma.shape, luma, style, params.fusion, float(params.saturation), pad)
+    shape = work_shape(*source.size, options.work_size, options.multiple)
+    luma = resize_luma(source.luma, shape)
+    if options.pad:  # the image's border inside what the generator sees: no edge bands (manifest.style_pad)
+        luma = np.pad(luma, options.pad, mode="reflect")
+    return Job(source, luma.shape, luma, options)
 
 
 def _pad(plane: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -253,7 +297,7 @@ def infer(backend: Backend, jobs: Sequence[Job]) -> list[np.ndarray]:
         for part in caps.batches(len(members)):
             idx = members[part]
             luma = np.stack([_pad(jobs[i].luma, shape) for i in idx])[:, None].astype(dtype, copy=False)
-            style = np.stack([jobs[i].style for i in idx]).astype(dtype, copy=False)
+            style = np.stack([jobs[i].options.style for i in idx]).astype(dtype, copy=False)
             try:
                 result = np.asarray(backend.run(luma, style))
             except ChromaforgeError:
@@ -320,19 +364,19 @@ def finish(job: Job, output: np.ndarray, workers: int | None = None):
 
     Returns:
         colorize: the predicted Cb, Cr upsampled onto the input's own luminance; stylize: the
-        YCbCr output upsampled; then fused with the input if ``job.fusion`` is set. Returned in
-        the input's type (:func:`sdk.images.encode`), with its alpha.
+        YCbCr output upsampled; then fused with the input if the options have a fusion.
+        Returned in the input's type (:func:`sdk.images.encode`), with its alpha.
     """
-    source = job.source
-    if job.pad:
-        p = job.pad
+    source, options = job.source, job.options
+    if options.pad:
+        p = options.pad
         output = output[:, p:-p, p:-p]
-    if job.saturation != 1.0:  # chroma is linear through both upsamplings: scale it at the working size
-        output = np.concatenate([output[:1], output[1:] * np.float32(job.saturation)])
-    if job.task == "colorize":
-        rgb = processing.colour_onto_luma(source.luma, output[1:], workers)
+    if options.saturation != 1.0:  # chroma is linear through both upsamplings: scale it at the working size
+        output = np.concatenate([output[:1], output[1:] * np.float32(options.saturation)])
+    if options.task == "colorize":
+        rgb = colour_onto_luma(source.luma, output[1:], workers)
     else:
-        rgb = processing.ycbcr_small_to_rgb(output, source.size, workers)
-    if job.fusion is not None:
-        rgb = fuse_rgb(source.rgb_or_gray(), rgb, job.fusion, workers)
+        rgb = ycbcr_small_to_rgb(output, source.size, workers)
+    if options.fusion is not None:
+        rgb = fuse_rgb(source.rgb_or_gray(), rgb, options.fusion, workers)
     return encode(rgb, source)

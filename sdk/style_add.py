@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from sdk.errors import BackendUnavailableError, InvalidArgumentError, InvalidImageError, OutputExistsError
+from sdk.errors import BackendUnavailableError, InvalidArgumentError, InvalidImageError, OutputExistsError, install_hint
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 """A style name: lower-case letter first, then letters, digits, ``_`` or ``-``; at most 32 characters."""
@@ -197,5 +197,5 @@ def add_style(cfg: StyleAddConfig, progress: Callable[[int, int, dict], None] | 
         from training.style_add import learn
     except ImportError as e:
         raise BackendUnavailableError(f"chromaforge style add trains with PyTorch and exports to ONNX ({e}); install the extras: "
-                                      "pip install \"chromaforge[train,export]\" (from a source checkout: pip install -e \".[train,export]\")") from e
+                                      f"{install_hint('train', 'export')}") from e
     return learn(cfg, base, base_dir, files, photos, _job_id(cfg, files, base.sha256), progress)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -332,17 +333,54 @@ def test_cli_info_subprocess(tiny_model_dir, tmp_path):
 
 
 def test_cli_demo(tiny_model_dir, tiny_pipeline, tmp_path, capsys):
-    """`demo -o DIR` writes the grey input, its colorization and one PNG per style; a rerun refuses to overwrite."""
+    """`demo -o DIR` writes the grey input, its colorization and one PNG per style; a rerun replaces
+    its own files (and nothing else in the folder)."""
     out = tmp_path / "demo"
     assert cli.main(cli_args(tiny_model_dir, "demo", "-o", str(out))) == 0
-    summary = last_json(capsys.readouterr().out)
+    cap = capsys.readouterr()
+    summary = last_json(cap.out)
+    assert str(out) in cap.err  # says where the images are
     expected = ["input_grey.png", "colorized.png"] + [f"{s}.png" for s in tiny_pipeline.styles()[1:]]
     assert sorted(p.name for p in out.iterdir()) == sorted(expected) == summary["files"]
+    assert summary["replaced"] == 0
     grey = Image.open(out / "input_grey.png")
     assert grey.mode == "L" and grey.size == (512, 512)
     np.testing.assert_array_equal(np.asarray(Image.open(out / "colorized.png")), np.asarray(tiny_pipeline.colorize(grey)))
     arts = [np.asarray(Image.open(out / f"{s}.png")) for s in tiny_pipeline.styles()[1:]]
     assert all(a.shape == (512, 512, 3) for a in arts)
     assert not np.array_equal(arts[0], arts[1])
-    assert cli.main(cli_args(tiny_model_dir, "demo", "-o", str(out))) == 2
-    assert "--overwrite" in capsys.readouterr().err
+
+    (out / "notes.txt").write_text("mine")
+    before = {n: (out / n).read_bytes() for n in expected}
+    assert cli.main(cli_args(tiny_model_dir, "--quiet", "demo", "-o", str(out))) == 0  # rerunnable
+    assert last_json(capsys.readouterr().out)["replaced"] == len(expected)
+    assert {n: (out / n).read_bytes() for n in expected} == before and (out / "notes.txt").read_text() == "mine"
+
+
+def test_cli_demo_never_replaces_a_file_it_did_not_write(tiny_model_dir, photo, tmp_path, capsys):
+    """A user's own colorized.png in the demo folder is refused (exit 2, nothing written) unless --overwrite."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    Image.fromarray(photo).save(out / "colorized.png")
+    own = (out / "colorized.png").read_bytes()
+    assert cli.main(cli_args(tiny_model_dir, "--quiet", "demo", "-o", str(out))) == 2
+    err = capsys.readouterr().err
+    assert "colorized.png" in err and "not written by chromaforge demo" in err and "--overwrite" in err
+    assert sorted(p.name for p in out.iterdir()) == ["colorized.png"] and (out / "colorized.png").read_bytes() == own
+    assert cli.main(cli_args(tiny_model_dir, "--quiet", "demo", "-o", str(out), "--overwrite")) == 0
+    assert (out / "colorized.png").read_bytes() != own
+
+
+def test_cli_demo_default_leaves_the_checkout_clean(tiny_model_dir, tmp_path):
+    """`python -m sdk demo` run twice from the repository root (the README's first step) writes to the
+    temp dir, not the checkout, and the rerun succeeds."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    root_before = {p.name for p in repo.iterdir()}
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "sdk", *cli_args(tiny_model_dir, "--quiet", "demo")], capture_output=True,
+                           text=True, cwd=repo, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert Path(last_json(r.stdout)["out"]) == tmp_path / "chromaforge-demo"
+    assert (tmp_path / "chromaforge-demo" / "colorized.png").is_file()
+    assert not [n for n in sorted(p.name for p in repo.iterdir()) if n not in root_before and "demo" in n]

@@ -23,7 +23,7 @@ EXPERIMENTS = REPO / "docs" / "experiments.md"
 SIZE_LIMITS = {README: 20_000, MODEL_CARD: 10_000, BENCHMARKS_README: 10_000}
 """Bytes: the front pages stay short; history and details live in docs/, the changelog and the experiments table."""
 
-DEMO_COMMAND = "pip install . && chromaforge demo -o chromaforge-demo"
+DEMO_COMMAND = "pip install . && chromaforge demo"
 
 
 def doc_files() -> list[Path]:

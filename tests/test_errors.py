@@ -20,6 +20,7 @@ from sdk.errors import (
     ImageTooLargeError,
     InvalidArgumentError,
     InvalidImageError,
+    InvalidVideoError,
     ModelCorruptError,
     ModelNotFoundError,
     OutputExistsError,
@@ -39,6 +40,7 @@ DOCUMENTED_BUILTINS = {
     OutputExistsError: FileExistsError,
     OutputWriteError: OSError,
     InvalidArgumentError: ValueError,
+    InvalidVideoError: ValueError,
 }
 
 IMG = np.full((16, 24), 128, np.uint8)
@@ -405,7 +407,7 @@ def test_unknown_backend(tiny_model_dir):
 # --------------------------------------------------------------------------------------- outputs
 def test_output_equal_to_input_raises_output_exists(tmp_path):
     """Planning an output onto an input raises OutputExistsError (a FileExistsError)."""
-    from sdk.cli import collect_inputs, plan_outputs
+    from sdk.folder import collect_inputs, plan_outputs
 
     f = tmp_path / "a.png"
     f.write_bytes(b"x")

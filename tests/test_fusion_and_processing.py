@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import sdk
-from sdk import contract, processing
+from sdk import colour, contract, fusion, resample, tiling
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
@@ -73,7 +73,7 @@ def midtone_pair(small, stylized_small):
 )
 def test_work_shape_examples(hw, expected):
     """work_shape gives the documented working shapes (long side 256, multiples of 16, at least 16)."""
-    assert processing.work_shape(*hw, 256, 16) == expected
+    assert resample.work_shape(*hw, 256, 16) == expected
 
 
 @pytest.mark.parametrize("work_size", [256, 512])
@@ -81,7 +81,7 @@ def test_work_shape_properties(work_size):
     """For many sizes: long side = work size, sides multiples of 16, aspect kept to within rounding."""
     rng = np.random.default_rng(0)
     for h, w in rng.integers(16, 5000, (200, 2)):
-        wh, ww = processing.work_shape(int(h), int(w), work_size, 16)
+        wh, ww = resample.work_shape(int(h), int(w), work_size, 16)
         assert wh % 16 == 0 and ww % 16 == 0 and min(wh, ww) >= 16
         assert max(wh, ww) == work_size
         scale = work_size / max(h, w)
@@ -94,17 +94,17 @@ def test_work_shape_properties(work_size):
 def test_laplacian_pyramid_reconstructs_exactly(shape):
     """reconstruct(laplacian_pyramid(x)) == x to float precision (max abs err < 1e-3)."""
     x = np.random.default_rng(shape[0]).uniform(0, 255, shape).astype(np.float32)
-    pyr = processing.laplacian_pyramid(x, 5)
-    assert np.abs(processing.reconstruct(pyr) - x).max() < 1e-3
+    pyr = fusion.laplacian_pyramid(x, 5)
+    assert np.abs(fusion.reconstruct(pyr) - x).max() < 1e-3
 
 
 def test_laplacian_pyramid_structure(astronaut):
     """Bands halve in size (rounding up), finest first, then the low-pass residual; a real photo reconstructs."""
     x = astronaut[:101, :77].astype(np.float32)
-    pyr = processing.laplacian_pyramid(x, 4)
+    pyr = fusion.laplacian_pyramid(x, 4)
     assert [b.shape[:2] for b in pyr] == [(101, 77), (51, 39), (26, 20), (13, 10), (7, 5)]
     assert np.abs(pyr[0]).mean() < np.abs(x - x.mean()).mean()  # a band-pass, not the image
-    assert np.abs(processing.reconstruct(pyr) - x).max() < 1e-3
+    assert np.abs(fusion.reconstruct(pyr) - x).max() < 1e-3
 
 
 # -------------------------------------------------------------------------------- laplacian fuse
@@ -114,8 +114,8 @@ def test_laplacian_fuse_keeps_content_detail_bands(midtone_pair, k):
     c, s = midtone_pair
     out = sdk.fuse(c, s, method="laplacian", detail=1.0, detail_levels=k)
     assert out.shape == c.shape and out.dtype == np.uint8
-    diff = processing.laplacian_pyramid(s.astype(np.float32) - c, k)
-    coarse = processing.reconstruct([np.zeros_like(b) for b in diff[:-1]] + [diff[-1]])
+    diff = fusion.laplacian_pyramid(s.astype(np.float32) - c, k)
+    coarse = fusion.reconstruct([np.zeros_like(b) for b in diff[:-1]] + [diff[-1]])
     expected = np.clip(c + coarse + 0.5, 0, 255).astype(np.uint8)
     assert np.abs(out.astype(int) - expected).max() <= 1
 
@@ -130,7 +130,7 @@ def test_laplacian_fuse_reproduces_finest_band(midtone_pair, k, max_err, mean_er
     """
     c, s = midtone_pair
     out = sdk.fuse(c, s, method="laplacian", detail=1.0, detail_levels=k)
-    fine = lambda im: processing.laplacian_pyramid(im.astype(np.float32), 5)[0]  # noqa: E731
+    fine = lambda im: fusion.laplacian_pyramid(im.astype(np.float32), 5)[0]  # noqa: E731
     err_out = np.abs(fine(out) - fine(c))
     err_sty = np.abs(fine(s) - fine(c))
     assert err_out.max() < max_err and err_out.mean() < mean_err
@@ -226,22 +226,22 @@ def test_fast_tone_matches_reference_for_any_thread_count(monkeypatch, shape):
     rng = np.random.default_rng(shape[1])
     c = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
     s = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
-    monkeypatch.setattr(processing, "TILE_PIXELS", 4096)  # many tiles
-    fast = [processing.fuse_tone(c, s, 0.7, workers=n) for n in (1, 3)]
+    monkeypatch.setattr(tiling, "TILE_PIXELS", 4096)  # many tiles
+    fast = [fusion.fuse_tone(c, s, 0.7, workers=n) for n in (1, 3)]
     assert np.array_equal(fast[0], fast[1])
-    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
-    diff = np.abs(fast[0].astype(int) - processing.fuse_tone(c, s, 0.7))
+    monkeypatch.setenv(tiling.FAST_PATH_ENV, "0")
+    diff = np.abs(fast[0].astype(int) - fusion.fuse_tone(c, s, 0.7))
     assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float rounding only
 
 
 def test_tone_grid_cells():
     """16 near-equal cells along the longer side, the other side's in proportion, never more cells than pixels."""
-    rows, cols = processing.tone_grid(3072, 4096)
+    rows, cols = fusion.tone_grid(3072, 4096)
     assert len(cols) == 17 and len(rows) == 13 and set(np.diff(cols)) == set(np.diff(rows)) == {256}
-    rows, cols = processing.tone_grid(1000, 700)
+    rows, cols = fusion.tone_grid(1000, 700)
     assert len(rows) == 17 and len(cols) == 12 and set(np.diff(rows)) == {62, 63}
-    assert [len(a) - 1 for a in processing.tone_grid(5, 9)] == [5, 9]
-    assert [len(a) - 1 for a in processing.tone_grid(1, 1)] == [1, 1]
+    assert [len(a) - 1 for a in fusion.tone_grid(5, 9)] == [5, 9]
+    assert [len(a) - 1 for a in fusion.tone_grid(1, 1)] == [1, 1]
 
 
 def test_fuse_resizes_stylized_to_content(small, stylized_small):
@@ -373,8 +373,6 @@ def test_stylize_strength_zero_equals_natural(tiny_pipeline, small):
 def test_saturation_scales_the_chroma_and_keeps_the_luminance(tiny_pipeline, small):
     """saturation=1 is the default; 0 gives the input's own luminance as grey; 0.5 and 1.5 scale Cb and Cr
     (up to rounding and the RGB gamut), for colorize and stylize, with the luminance unchanged."""
-    from sdk import processing
-
     grey = np.asarray(Image.fromarray(small).convert("L"))
     base = tiny_pipeline.colorize(grey)
     np.testing.assert_array_equal(tiny_pipeline.colorize(grey, saturation=1.0), base)
@@ -415,9 +413,9 @@ def _random_case(seed: int, full: tuple[int, int], small_hw: tuple[int, int]):
                                            ((256, 256), (256, 256)), ((1000, 700), (256, 176)), ((513, 2047), (64, 256))])
 def test_fast_post_matches_reference(monkeypatch, full, small_hw):
     y, ycc = _random_case(sum(full), full, small_hw)
-    fast = processing.colour_onto_luma(y, ycc[1:], workers=2), processing.ycbcr_small_to_rgb(ycc, full, workers=2)
-    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
-    ref = processing.colour_onto_luma(y, ycc[1:]), processing.ycbcr_small_to_rgb(ycc, full)
+    fast = colour.colour_onto_luma(y, ycc[1:], workers=2), colour.ycbcr_small_to_rgb(ycc, full, workers=2)
+    monkeypatch.setenv(tiling.FAST_PATH_ENV, "0")
+    ref = colour.colour_onto_luma(y, ycc[1:]), colour.ycbcr_small_to_rgb(ycc, full)
     for a, b in zip(fast, ref):
         assert a.shape == b.shape == full + (3,) and a.dtype == np.uint8
         diff = np.abs(a.astype(int) - b)
@@ -429,32 +427,32 @@ def test_fast_fusion_matches_reference(monkeypatch, weight):
     rng = np.random.default_rng(3)
     c = rng.integers(0, 256, (301, 517, 3), dtype=np.uint8)
     s = rng.integers(0, 256, (301, 517, 3), dtype=np.uint8)
-    fast = processing.fuse_weighted(c, s, weight, workers=2), processing.fuse_luminance(c, s, weight, workers=2)
-    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
-    ref = processing.fuse_weighted(c, s, weight), processing.fuse_luminance(c, s, weight)
+    fast = fusion.fuse_weighted(c, s, weight, workers=2), fusion.fuse_luminance(c, s, weight, workers=2)
+    monkeypatch.setenv(tiling.FAST_PATH_ENV, "0")
+    ref = fusion.fuse_weighted(c, s, weight), fusion.fuse_luminance(c, s, weight)
     for a, b in zip(fast, ref):
         assert np.abs(a.astype(int) - b).max() <= 1
 
 
 def test_fast_post_same_for_any_thread_count(monkeypatch):
     y, ycc = _random_case(0, (700, 333), (256, 128))
-    monkeypatch.setattr(processing, "TILE_PIXELS", 4096)  # many tiles, so threads really interleave
-    outs = [processing.colour_onto_luma(y, ycc[1:], workers=n) for n in (1, 2, 3)]
+    monkeypatch.setattr(tiling, "TILE_PIXELS", 4096)  # many tiles, so threads really interleave
+    outs = [colour.colour_onto_luma(y, ycc[1:], workers=n) for n in (1, 2, 3)]
     assert all(np.array_equal(outs[0], o) for o in outs[1:])
 
 
 def test_fast_post_upsamples_like_pillow():
     plane = np.random.default_rng(1).random((24, 40)).astype(np.float32)
-    up = processing._Upsampled(plane, (96, 150))
+    up = resample.Upsampled(plane, (96, 150))
     ours = up.tile(0, 96)
-    pillow = processing.resize_plane(plane, (96, 150))
+    pillow = resample.resize_plane(plane, (96, 150))
     assert np.abs(ours - pillow).max() < 1e-5
 
 
 def test_fast_path_env_switch(monkeypatch):
-    assert processing.fast_path_enabled()
-    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
-    assert not processing.fast_path_enabled()
+    assert tiling.fast_path_enabled()
+    monkeypatch.setenv(tiling.FAST_PATH_ENV, "0")
+    assert not tiling.fast_path_enabled()
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (3, 2), (5, 9), (96, 128), (301, 517)])
@@ -463,9 +461,9 @@ def test_fast_laplacian_matches_reference(monkeypatch, shape, detail, detail_lev
     rng = np.random.default_rng(shape[0])
     c = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
     s = rng.integers(0, 256, shape + (3,), dtype=np.uint8)
-    fast = processing.fuse_laplacian(c, s, detail, detail_levels, levels, workers=2)
-    monkeypatch.setenv(processing.FAST_PATH_ENV, "0")
-    ref = processing.fuse_laplacian(c, s, detail, detail_levels, levels)
+    fast = fusion.fuse_laplacian(c, s, detail, detail_levels, levels, workers=2)
+    monkeypatch.setenv(tiling.FAST_PATH_ENV, "0")
+    ref = fusion.fuse_laplacian(c, s, detail, detail_levels, levels)
     diff = np.abs(fast.astype(int) - ref)
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # float summation order only
 
@@ -476,10 +474,10 @@ def test_fast_post_works_in_a_forked_child():
     import multiprocessing as mp
 
     y, ycc = _random_case(5, (400, 300), (256, 192))
-    expected = processing.colour_onto_luma(y, ycc[1:], workers=2)  # creates the pool in the parent
+    expected = colour.colour_onto_luma(y, ycc[1:], workers=2)  # creates the pool in the parent
     ctx = mp.get_context("fork")
     with ctx.Pool(1) as pool:
-        got = pool.apply_async(processing.colour_onto_luma, (y, ycc[1:], 2)).get(timeout=60)
+        got = pool.apply_async(colour.colour_onto_luma, (y, ycc[1:], 2)).get(timeout=60)
     assert np.array_equal(got, expected)
 
 

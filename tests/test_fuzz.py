@@ -30,7 +30,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image, ImageOps
 
 import sdk
-from sdk import processing
+from sdk import tiling
 from sdk.errors import ChromaforgeError
 from sdk.fusion import FUSE_METHODS
 
@@ -287,7 +287,7 @@ def test_fuzz_load_arguments(tiny_model_dir, threads, max_pixels, max_batch, bac
     except ChromaforgeError:
         return
     with p:
-        assert 1 <= p.workers <= processing.max_threads()
+        assert 1 <= p.workers <= tiling.max_threads()
         try:
             out = p.colorize(SMALL)
         except ChromaforgeError:  # max_pixels below the image's 960 pixels

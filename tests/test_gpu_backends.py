@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import sdk
-from sdk import backends, processing, stages
+from sdk import backends, resample, stages
 from sdk.backends import Capabilities, profiles
 from sdk.backends._cuda import DeviceInfo
 from sdk.backends.onnxruntime import ORTBackend, provider_options
@@ -37,7 +37,7 @@ def test_working_shapes_cover_what_the_pipeline_makes():
     assert len(shapes) == 15 and shapes[0] == (256, 256)
     rng = np.random.default_rng(0)
     for h, w in rng.integers(1, 5000, size=(300, 2)):
-        assert processing.work_shape(int(h), int(w), 256, 32) in shapes
+        assert resample.work_shape(int(h), int(w), 256, 32) in shapes
 
 
 def test_dynamic_profile_declares_a_range():
@@ -182,7 +182,8 @@ def test_stages_adapt_to_engine_capabilities(tiny_pipeline):
     caps = profiles.capabilities(profiles.bucket_profiles([(256, 256), (160, 256), (256, 160)], 2), multiple=32)
     b = Declared(tiny_pipeline.runner, caps)
     imgs = [np.full((100, 160), 90, np.uint8), np.full((160, 100), 30, np.uint8), np.full((40, 40), 200, np.uint8)] * 2
-    jobs = [stages.prepare(i, "colorize", stages.Params(), tiny_pipeline.manifest) for i in imgs]
+    options = stages.check_options("colorize", stages.Params(), tiny_pipeline.manifest)
+    jobs = [stages.prepare(i, options) for i in imgs]
     got = stages.infer(b, jobs)
     ref = stages.infer(tiny_pipeline.runner, jobs)
     assert {s[2:] for s in b.seen} <= {(256, 256), (160, 256), (256, 160)} and max(s[0] for s in b.seen) <= 2

@@ -135,3 +135,19 @@ def test_artifact_lookup_replace_and_verify(tmp_path):
     (tmp_path / "model.fp16.onnx").unlink()
     with pytest.raises(ModelNotFoundError, match="missing"):
         verify_artifact(m, m.artifacts[1])
+
+
+def test_onnx_artifact_is_the_one_lookup_of_an_onnx_file_by_precision(tmp_path):
+    """Manifest.onnx_artifact (used by the ONNX Runtime backends, the TensorRT engine build and the
+    Triton repository): the primary for None, the FP16 file for "fp16", else the caller's error
+    naming the command that makes the file."""
+    from sdk.errors import BackendUnavailableError, ModelNotFoundError
+
+    m = make_manifest(tmp_path)
+    assert m.onnx_artifact() == m.onnx_artifact("fp32") == m.primary
+    assert m.onnx_artifact("fp16").file == "model.fp16.onnx"
+    bare = dataclasses.replace(m, artifacts=m.artifacts[:1])
+    with pytest.raises(ModelNotFoundError, match=r"has no fp16 ONNX file \(its ONNX files: \['fp32'\]\); make one with `python -m export fp16"):
+        bare.onnx_artifact("fp16")
+    with pytest.raises(BackendUnavailableError, match="python -m export fp16"):
+        bare.onnx_artifact("fp16", error=BackendUnavailableError)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 from PIL import Image
 
 from sdk import cli, folder
-from sdk.errors import BackendUnavailableError, InvalidArgumentError
+from sdk.errors import BackendUnavailableError, InvalidArgumentError, JobInterrupted
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -239,3 +240,40 @@ def test_build_dataset_is_lazy_and_returns_a_status_per_row(ray_local, photos, t
     assert "broken.jpg" in rows[-1]["error"] and rows[-1]["error_type"] == "InvalidImageError"
     for it in items[:8]:
         assert Image.open(it.target).size == Image.open(it.source).size
+
+
+@pytest.mark.slow
+@ray_quirks
+def test_ctrl_c_stops_the_pool_and_a_rerun_finishes(ray_local, photos, tmp_path):
+    """SIGINT in the driver after the first file: the shared runner stops the pool and raises
+    JobInterrupted with the Ray summary; every output on disk is a whole image; a rerun skips
+    what was written and finishes the rest."""
+    from sdk import ray_executor
+
+    items = folder.plan([str(photos / "sub")], str(tmp_path / "out"))
+    sent = []
+
+    def progress(note):
+        if not sent:
+            sent.append(note)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    caught = None
+    try:
+        ray_executor.run(items, "colorize", actors=1, threads=1, batch_size=1, quiet=True, progress=progress)
+    except KeyboardInterrupt as e:  # pytest stops on a bare KeyboardInterrupt: catch it to check its type
+        caught = e
+    assert isinstance(caught, JobInterrupted), caught
+    done = caught.summary.as_dict()
+    assert done["interrupted"] is True and done["executor"] == "ray" and done["actors"] == 1 and done["failed"] == []
+    assert 1 <= done["written"] <= len(items) == 8
+    on_disk = sorted((tmp_path / "out").glob("*.png"))  # atomic writes: whatever is there is whole
+    for f in on_disk:
+        with Image.open(f) as im:
+            im.load()
+    assert done["written"] <= len(on_disk)  # actors run ahead: what they finished is counted by its existence
+    again = ray_executor.run(items, "colorize", actors=1, threads=1, batch_size=4, quiet=True)
+    assert again.written + again.skipped_existing == 8 and again.skipped_existing >= done["written"] and not again.failed
+    for it in items:
+        with Image.open(it.target) as im:
+            assert im.size == Image.open(it.source).size

@@ -24,7 +24,7 @@ from PIL import Image, features
 
 import sdk
 from conftest import edit_manifest
-from sdk import cli, folder, processing
+from sdk import cli, folder, fusion, tiling
 from sdk.errors import (
     ChromaforgeError,
     InvalidArgumentError,
@@ -310,7 +310,7 @@ def test_huge_thread_counts_are_capped(tiny_model_dir, threads):
     """threads=1000 started 1,000 OS threads, 10**6 took the process down: now capped, with a warning."""
     with pytest.warns(RuntimeWarning, match="using"):
         p = sdk.load(tiny_model_dir, backend="onnxruntime-cpu", threads=threads)
-    assert p.workers == processing.max_threads() and p.runner.threads == processing.max_threads()
+    assert p.workers == tiling.max_threads() and p.runner.threads == tiling.max_threads()
     big = np.full((400, 400), 90, np.uint8)  # above one tile: the post-processing pool is used
     assert p.colorize(big).shape == (400, 400, 3)
     p.close()
@@ -437,7 +437,7 @@ def test_laplacian_fusion_memory_does_not_grow_with_height():
     for h in (1000, 4000):
         c = rng.integers(0, 256, (h, 1000, 3), dtype=np.uint8)
         s = rng.integers(0, 256, (h, 1000, 3), dtype=np.uint8)
-        peak, out = _traced_peak(lambda: processing.fuse_laplacian(c, s, 0.7, 2, 5, 2))
+        peak, out = _traced_peak(lambda: fusion.fuse_laplacian(c, s, 0.7, 2, 5, 2))
         extra[h] = peak - out.nbytes
     assert extra[4000] < 16e6 and extra[4000] < 1.5 * extra[1000]
 

@@ -300,22 +300,48 @@ def test_concurrent_styles_share_batches(tiny_model_dir, tiny_pipeline):
     assert batches < len(jobs), f"{len(jobs)} concurrent requests ran in {batches} batches: none was shared"
 
 
-def test_sigterm_finishes_in_flight_and_exits_0(tiny_model_dir, tmp_path):
+def free_port() -> int:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
+    return port
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, err: Path) -> int:
+    """Poll /healthz until 200 (60 s at most); returns how many answers the server sent."""
+    answers, deadline = 0, time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the server exited with {proc.returncode}: {err.read_text()}"
+        try:
+            r = httpx.get(url + "/healthz", timeout=2)
+        except httpx.TransportError:  # not listening yet: no answer
+            pass
+        else:
+            answers += 1
+            if r.status_code == 200:
+                return answers
+        time.sleep(0.1)
+    raise AssertionError(f"server not ready within 60 s: {err.read_text()}")
+
+
+ACCESS_LINE = re.compile(r"^chromaforge serve: (GET|POST) (/\S*) (\d{3}) (\d+) B \d+\.\d ms from 127\.0\.0\.1:\d+$", re.M)
+
+
+def test_sigterm_finishes_in_flight_and_exits_0(tiny_model_dir, tmp_path):
+    """Through the CLI: the in-flight request is answered, exit 0; stderr has the listening line
+    with the real port, one line per request and the stop line with their count."""
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, "-m", "sdk", "--model-dir", str(tiny_model_dir), "--backend", "onnxruntime-cpu",
-                             "--threads", "1", "serve", "--port", str(port), "--max-wait-ms", "1000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO)
+    err = tmp_path / "stderr.txt"
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "sdk", "--model-dir", str(tiny_model_dir), "--backend", "onnxruntime-cpu",
+                                 "--threads", "1", "serve", "--port", str(port), "--max-wait-ms", "1000"],
+                                stdout=subprocess.PIPE, stderr=stderr, cwd=REPO)
     try:
+        wait_healthy(url, proc, err)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            time.sleep(0.1)
+        assert httpx.post(url + "/v1/colorize", content=b"not an image").status_code == 415
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             inflight = pool.submit(httpx.post, url + "/v1/colorize", content=png(grey(40, 60)), timeout=30)
             while metric(httpx.get(url + "/metrics").text, "chromaforge_queue_depth") < 1 and time.monotonic() < deadline:
@@ -323,13 +349,67 @@ def test_sigterm_finishes_in_flight_and_exits_0(tiny_model_dir, tmp_path):
             proc.send_signal(signal.SIGTERM)
             r = inflight.result()
         assert r.status_code == 200 and decoded(r.content).shape == (40, 60, 3)
-        assert proc.wait(30) == 0, proc.stderr.read().decode()
+        assert proc.wait(30) == 0, err.read_text()
         with pytest.raises(httpx.TransportError):
             httpx.get(url + "/healthz", timeout=2)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+    text = err.read_text()
+    assert re.search(rf"^chromaforge serve: listening on {url} \(model \S+, backend onnxruntime-cpu, fp32, max batch 8, page at /\)$",
+                     text, re.M), text
+    lines = ACCESS_LINE.findall(text)
+    colorize = [(status, int(size)) for method, path, status, size in lines if (method, path) == ("POST", "/v1/colorize")]
+    assert colorize[0][0] == "415" and colorize[1] == ("200", len(r.content)), text
+    assert ("GET", "/healthz", "200") in {line[:3] for line in lines}
+    assert all(status == "200" for method, path, status, _ in lines if path == "/metrics")
+    assert text.rstrip().endswith(f"chromaforge serve: stopped after {len(lines)} requests"), text
+    assert "INFO" not in text and "Uvicorn" not in text  # uvicorn's own lines stay off
+
+
+def test_serve_without_access_log(tiny_model_dir, tmp_path):
+    """serve(config, access_log=False): the listening and stop lines, no request lines."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    err = tmp_path / "stderr.txt"
+    code = ("import sys; from sdk.serve.app import ServeConfig, serve; "
+            f"sys.exit(serve(ServeConfig(port={port}, model_dir={str(tiny_model_dir)!r}, backend='onnxruntime-cpu', threads=1), "
+            "access_log=False))")
+    with err.open("wb") as stderr:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=stderr, cwd=REPO)
+    try:
+        answers = wait_healthy(url, proc, err)
+        assert httpx.post(url + "/v1/colorize", content=png(grey(24, 24))).status_code == 200
+        assert httpx.get(url + "/nowhere").status_code == 404
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, err.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = err.read_text()
+    assert f"chromaforge serve: listening on {url} (" in text
+    assert not ACCESS_LINE.search(text) and "/v1/colorize" not in text, text
+    assert text.rstrip().endswith(f"chromaforge serve: stopped after {answers + 2} requests"), text
+
+
+def test_serve_refuses_a_taken_port(capsys):
+    from sdk.cli import main
+    from sdk.errors import InvalidArgumentError
+    from sdk.serve.app import serve
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(InvalidArgumentError, match=f"cannot listen on 127.0.0.1:{port}"):
+            serve(ServeConfig(port=port))
+        assert main(["serve", "--port", str(port)]) == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    finally:
+        taken.close()
 
 
 def _chromium() -> str | None:
@@ -339,11 +419,19 @@ def _chromium() -> str | None:
     return None
 
 
+BROKEN_IMAGES = """Array.from(document.images)
+    .filter(i => i.getClientRects().length > 0 && !(i.complete && i.naturalWidth > 0)).map(i => i.id || i.alt)"""
+"""Images on screen without a loaded picture (each would show a broken-image icon)."""
+RESULT_SHOWN = "!document.getElementById('after').hidden && document.getElementById('after').naturalWidth > 0"
+
+
 @pytest.mark.skipif(_chromium() is None, reason="Debian's chromium is not installed (apt-get install -y chromium); .ci/run installs it")
 def test_browser_page_end_to_end(astronaut, tmp_path: Path):
-    """The bundled model, on a 320x240 grey photo. The page's screenshot goes to tmp_path; with
-    CHROMAFORGE_UPDATE_DOCS=1 it also replaces the README's picture, docs/serve.png (a test run
-    does not rewrite tracked files otherwise)."""
+    """The bundled model, on a 320x240 grey photo: no download link and no broken images before a
+    result, the result and its link after, an error clears the result, no sideways scrolling at a
+    390-px phone width. The page's screenshot goes to tmp_path; with CHROMAFORGE_UPDATE_DOCS=1 it
+    also replaces the README's picture, docs/serve.png (a test run does not rewrite tracked files
+    otherwise)."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (dev extra) is not installed")
     photo = np.asarray(Image.fromarray(astronaut).convert("L").resize((320, 240)))
     with running(ServeConfig(backend="onnxruntime-cpu", threads=1)) as url:
@@ -354,12 +442,18 @@ def test_browser_page_end_to_end(astronaut, tmp_path: Path):
                 page.set_default_timeout(30_000)
                 page.goto(url + "/")
                 page.wait_for_selector("#mode option[value='style:ukiyoe']", state="attached")
+                assert not page.is_visible("#download"), "a download link before any result"
+                assert page.evaluate(BROKEN_IMAGES) == [] and page.is_visible("#after-empty")
                 page.set_input_files("#file", files=[{"name": "photo.png", "mimeType": "image/png", "buffer": png(photo)}])
+                page.wait_for_function("!document.getElementById('before').hidden")
+                assert page.evaluate(BROKEN_IMAGES) == [] and not page.is_visible("#download")
                 page.select_option("#mode", "style:ukiyoe")
                 page.select_option("#fuse", "laplacian")
                 page.click("#run")
-                page.wait_for_function("document.getElementById('after').naturalWidth > 0")
+                page.wait_for_function(RESULT_SHOWN)
                 assert page.inner_text("#status").startswith("done")
+                assert page.is_visible("#download") and page.get_attribute("#download", "href") == page.get_attribute("#after", "src")
+                assert page.evaluate(BROKEN_IMAGES) == [] and not page.is_visible("#after-empty")
                 data = page.evaluate("""async () => {
                     const r = await fetch(document.getElementById('after').src);
                     return Array.from(new Uint8Array(await r.arrayBuffer()));
@@ -376,6 +470,26 @@ def test_browser_page_end_to_end(astronaut, tmp_path: Path):
                     const r = await fetch(document.getElementById('after').src);
                     return Array.from(new Uint8Array(await r.arrayBuffer()));
                 }""")
+                # an error (unknown style) clears the previous result and says why
+                page.select_option("#mode", "blend")
+                page.fill("#blend", "cubism=1")
+                page.click("#run")
+                page.wait_for_function("document.getElementById('status').className === 'error'")
+                error = page.inner_text("#status")
+                assert "cubism" in error and "ukiyoe" in error, error
+                assert not page.is_visible("#after") and page.get_attribute("#after", "src") is None
+                assert not page.is_visible("#download") and page.is_visible("#after-empty")
+                assert page.evaluate(BROKEN_IMAGES) == []
+                # a phone: nothing wider than the screen, before and after a result
+                page.set_viewport_size({"width": 390, "height": 844})
+                widths = [page.evaluate("document.documentElement.scrollWidth")]
+                page.select_option("#mode", "colorize")
+                page.click("#run")
+                page.wait_for_function(RESULT_SHOWN)
+                widths.append(page.evaluate("document.documentElement.scrollWidth"))
+                assert widths == [390, 390], f"the page is {widths} px wide at a 390-px viewport"
+                assert page.evaluate(BROKEN_IMAGES) == [] and page.is_visible("#download")
+                page.screenshot(path=str(tmp_path / "serve_phone.png"), full_page=True)
             finally:
                 browser.close()
     result = decoded(bytes(data))

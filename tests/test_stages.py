@@ -57,6 +57,11 @@ def mixed(astronaut) -> list[tuple[np.ndarray, str, Params]]:
     ]
 
 
+def prepared(manifest, cases) -> list[stages.Job]:
+    """One job per (image, task, params), each case's options checked once."""
+    return [stages.prepare(im, stages.check_options(task, params, manifest)) for im, task, params in cases]
+
+
 def one_by_one(pipe, image, task, params):
     """The same image through the public API, alone."""
     if task == "colorize":
@@ -73,7 +78,7 @@ def test_mixed_styles_and_sizes_in_one_infer_call_equal_one_call_per_image(tiny_
     """Jobs of different tasks, styles and sizes in one infer() give the same pixels as one public
     call per image, and share one backend run per working shape."""
     backend = DeclaredBackend(tiny_pipeline.manifest)
-    jobs = [stages.prepare(im, task, params, tiny_pipeline.manifest) for im, task, params in mixed]
+    jobs = prepared(tiny_pipeline.manifest, mixed)
     outs = stages.infer(backend, jobs)
     shapes = {j.shape for j in jobs}
     assert len(shapes) < len(jobs) and len(backend.calls) == len(shapes)  # styles mixed within a run
@@ -86,7 +91,7 @@ def test_mixed_styles_and_sizes_in_one_infer_call_equal_one_call_per_image(tiny_
 def test_jobs_pickle_for_other_processes(tiny_pipeline, mixed):
     """A Job survives pickling (a distributed worker may prepare, infer or finish it elsewhere)."""
     im, task, params = mixed[3]
-    job = stages.prepare(im, task, params, tiny_pipeline.manifest)
+    job = stages.prepare(im, stages.check_options(task, params, tiny_pipeline.manifest))
     moved = pickle.loads(pickle.dumps(job))
     out = stages.infer(tiny_pipeline.runner, [moved])[0]
     np.testing.assert_array_equal(stages.finish(moved, out), stages.finish(job, out))
@@ -106,8 +111,8 @@ def test_max_batch_splits_runs(tiny_pipeline):
     backend = DeclaredBackend(tiny_pipeline.manifest, max_batch=2)
     rng = np.random.default_rng(0)
     imgs = [rng.integers(0, 256, (48, 64), dtype=np.uint8) for _ in range(5)]
-    jobs = [stages.prepare(im, "stylize", Params(s), tiny_pipeline.manifest)
-            for im, s in zip(imgs, ["natural", "ukiyoe", "rococo", "pointillism", "impressionism"])]
+    jobs = prepared(tiny_pipeline.manifest, [(im, "stylize", Params(s))
+                                             for im, s in zip(imgs, ["natural", "ukiyoe", "rococo", "pointillism", "impressionism"])])
     outs = stages.infer(backend, jobs)
     assert [c[0][0] for c in backend.calls] == [2, 2, 1]
     for out, ref in zip(outs, stages.infer(tiny_pipeline.runner, jobs)):
@@ -122,7 +127,7 @@ def test_buckets_pad_and_crop(tiny_pipeline, mixed):
     stylize by more, since its instance norms take statistics over the whole (padded) input."""
     buckets = ((256, 256), (192, 256))
     backend = DeclaredBackend(tiny_pipeline.manifest, buckets=buckets)
-    jobs = [stages.prepare(im, task, params, tiny_pipeline.manifest) for im, task, params in mixed]
+    jobs = prepared(tiny_pipeline.manifest, mixed)
     assert {j.shape for j in jobs} - set(buckets)  # some jobs really need padding
     padded = stages.infer(backend, jobs)
     assert {c[0][2:] for c in backend.calls} <= set(buckets)
@@ -131,9 +136,9 @@ def test_buckets_pad_and_crop(tiny_pipeline, mixed):
         assert a.shape == b.shape == (3,) + job.shape
         bucket = backend.capabilities.run_shape(job.shape)
         luma = np.pad(job.luma, [(0, bucket[0] - job.shape[0]), (0, bucket[1] - job.shape[1])], mode="edge")
-        ref = tiny_pipeline.runner.run(luma[None, None], job.style[None])[0, :, :job.shape[0], :job.shape[1]]
+        ref = tiny_pipeline.runner.run(luma[None, None], job.options.style[None])[0, :, :job.shape[0], :job.shape[1]]
         np.testing.assert_allclose(a, ref, atol=1e-6)
-        if job.task == "colorize":
+        if job.options.task == "colorize":
             np.testing.assert_allclose(a, b, atol=2e-2)
             assert np.abs(a - b).mean() < 1e-4
             pix = np.abs(stages.finish(job, a).astype(int) - stages.finish(job, b))
@@ -145,7 +150,7 @@ def test_buckets_pad_and_crop(tiny_pipeline, mixed):
 def test_float16_inputs(tiny_pipeline, mixed):
     """A backend taking float16 gets float16 arrays; results stay within fp16 rounding of the luma."""
     backend = DeclaredBackend(tiny_pipeline.manifest, input_dtype="float16", precision="fp16")
-    jobs = [stages.prepare(im, task, params, tiny_pipeline.manifest) for im, task, params in mixed[:2]]
+    jobs = prepared(tiny_pipeline.manifest, mixed[:2])
     outs = stages.infer(backend, jobs)
     assert all(dtype == np.float16 for _, dtype in backend.calls)
     for a, b in zip(outs, stages.infer(tiny_pipeline.runner, jobs)):
@@ -155,7 +160,7 @@ def test_float16_inputs(tiny_pipeline, mixed):
 
 def test_shape_outside_declared_range_raises(tiny_pipeline):
     """A working shape no bucket holds, or above max_shape, raises BackendUnavailableError naming it."""
-    job = stages.prepare(np.zeros((60, 80), np.uint8), "colorize", Params(), tiny_pipeline.manifest)
+    job = stages.prepare(np.zeros((60, 80), np.uint8), stages.check_options("colorize", Params(), tiny_pipeline.manifest))
     for declared in ({"buckets": ((128, 128),)}, {"max_shape": (128, 128)}):
         backend = DeclaredBackend(tiny_pipeline.manifest, **declared)
         with pytest.raises(BackendUnavailableError, match=r"192, 256"):
@@ -235,15 +240,100 @@ def test_pipeline_and_backend_are_context_managers(tiny_model_dir):
 
 
 # ------------------------------------------------------------------------------------ options
-def test_prepare_checks_options_before_decoding(tiny_pipeline):
-    """Bad options raise before the (unreadable) image is touched; colorize takes no style."""
+def test_check_options_refuses_bad_options(tiny_pipeline):
+    """Bad options raise from check_options, which runs before any image is decoded; colorize takes no style."""
     m = tiny_pipeline.manifest
     with pytest.raises(InvalidArgumentError, match="unknown task"):
-        stages.prepare(b"not an image", "sharpen", Params(), m)
+        stages.check_options("sharpen", Params(), m)
     with pytest.raises(InvalidArgumentError, match="stylize"):
-        stages.prepare(b"not an image", "colorize", Params("ukiyoe"), m)
+        stages.check_options("colorize", Params("ukiyoe"), m)
     with pytest.raises(UnknownStyleError):
-        stages.prepare(b"not an image", "stylize", Params("cubism"), m)
+        stages.check_options("stylize", Params("cubism"), m)
+    with pytest.raises(InvalidArgumentError, match="saturation"):
+        stages.check_options("colorize", Params(saturation=3.0), m)
+    with pytest.raises(InvalidArgumentError, match="fusion"):
+        stages.check_options("stylize", Params("ukiyoe", fusion="laplacian"), m)
+    with pytest.raises(UnknownStyleError):  # the public calls check before the (unreadable) image is touched
+        tiny_pipeline.stylize(b"not an image", "cubism")
+
+
+def test_check_options_resolves_the_call(tiny_pipeline):
+    """The resolved options hold the style vector (strength applied, read-only), saturation, fusion
+    and the task's working geometry; prepare takes nothing else."""
+    m = tiny_pipeline.manifest
+    fuse = FuseParams("tone", weight=0.3)
+    o = stages.check_options("stylize", Params({"ukiyoe": 3, "rococo": 1}, strength=0.5, fusion=fuse, saturation=1.2), m)
+    np.testing.assert_array_equal(o.style, stages.style_vector(m.styles, {"ukiyoe": 3, "rococo": 1}, 0.5))
+    assert not o.style.flags.writeable
+    assert (o.task, o.saturation, o.fusion, o.work_size, o.multiple, o.pad) == ("stylize", 1.2, fuse, m.stylize_size, m.size_multiple, m.style_pad)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        o.saturation = 2.0
+    c = stages.check_options("colorize", Params(), m)
+    assert (c.task, c.work_size, c.pad, c.fusion) == ("colorize", m.work_size, 0, None)
+    with pytest.raises(InvalidArgumentError, match="check_options"):
+        stages.prepare(np.zeros((8, 8), np.uint8), Params())
+    with pytest.raises(InvalidArgumentError, match="ResolvedOptions"):
+        tiny_pipeline.process_resolved([np.zeros((8, 8), np.uint8)], Params())
+
+
+class Spy:
+    """A real function wrapped to count its calls (it still runs)."""
+
+    def __init__(self, fn) -> None:
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+@pytest.fixture
+def spies(monkeypatch):
+    """The option validator and the style-vector builder of sdk.stages, counted."""
+    found = {name: Spy(getattr(stages, name)) for name in ("check_options", "style_vector")}
+    for name, spy in found.items():
+        monkeypatch.setattr(stages, name, spy)
+    return found
+
+
+def test_each_option_is_checked_once_per_call(tiny_model_dir, spies, monkeypatch):
+    """Every public call, single image or list (longer than max_batch, so several chunks), checks
+    its options once and builds the style vector once; every job of the call shares it."""
+    p = sdk.load(tiny_model_dir, backend="onnxruntime-cpu", threads=1, max_batch=2)
+    imgs = [np.full((16 + 8 * i, 24), 40 * i, np.uint8) for i in range(5)]
+    calls = {
+        "colorize one": lambda: p.colorize(imgs[0], saturation=1.2),
+        "colorize list": lambda: p.colorize(imgs),
+        "stylize one": lambda: p.stylize(imgs[0], "rococo", 0.7),
+        "stylize list": lambda: p.stylize(imgs, {"ukiyoe": 0.6, "rococo": 0.4}, strength=0.8, saturation=0.9),
+        "process": lambda: p.process(imgs, "stylize", Params("ukiyoe", fusion=FuseParams("weighted"))),
+        "process on_error": lambda: p.process(imgs + [b"garbage"], "colorize", on_error="return"),
+    }
+    seen: list[stages.Job] = []  # every job the calls run
+    infer = stages.infer
+    monkeypatch.setattr(stages, "infer", lambda backend, jobs: seen.extend(jobs) or infer(backend, jobs))
+    for what, call in calls.items():
+        for spy in spies.values():
+            spy.calls = 0
+        seen.clear()
+        call()
+        assert {n: s.calls for n, s in spies.items()} == {"check_options": 1, "style_vector": 1}, what
+        assert len({id(job.options) for job in seen}) == 1 and len({id(job.options.style) for job in seen}) == 1, what
+    p.close()
+
+
+def test_fuse_checks_its_options_once(tiny_pipeline, monkeypatch):
+    """Pipeline.fuse and sdk.fuse check the fusion options once (FuseParams) and decode each image once."""
+    from sdk import fusion
+
+    checks, decodes = Spy(fusion.FuseParams.__post_init__), Spy(fusion.decode)
+    monkeypatch.setattr(fusion.FuseParams, "__post_init__", lambda self: checks(self))
+    monkeypatch.setattr(fusion, "decode", decodes)
+    img = np.full((32, 48, 3), 90, np.uint8)
+    for call in (lambda: tiny_pipeline.fuse(img, img, "tone", weight=0.4), lambda: sdk.fuse(img, img, "laplacian")):
+        checks.calls = decodes.calls = 0
+        call()
+        assert (checks.calls, decodes.calls) == (1, 2)
 
 
 def test_process_collects_per_image_errors(tiny_pipeline):
@@ -259,19 +349,13 @@ def test_process_collects_per_image_errors(tiny_pipeline):
         tiny_pipeline.process([good], "stylize", Params("cubism"), on_error="return")
 
 
-def test_deprecated_backend_alias(tiny_pipeline):
-    """Pipeline.backend still gives the name, with a DeprecationWarning pointing to backend_name."""
-    with pytest.warns(DeprecationWarning, match="backend_name"):
-        assert tiny_pipeline.backend == tiny_pipeline.backend_name == "onnxruntime-cpu"
-
-
 def test_pipeline_fuse_uses_the_pipelines_threads(tiny_model_dir, monkeypatch):
     """Pipeline.fuse hands the pipeline's thread count to the tiled fusion (sdk.fuse: the default)."""
-    from sdk import processing
+    from sdk import fusion
 
     seen = []
-    real = processing.fuse_laplacian
-    monkeypatch.setattr(processing, "fuse_laplacian", lambda *a: seen.append(a[-1]) or real(*a))
+    real = fusion.fuse_laplacian
+    monkeypatch.setattr(fusion, "fuse_laplacian", lambda *a: seen.append(a[-1]) or real(*a))
     img = np.full((32, 48, 3), 90, np.uint8)
     p = sdk.load(tiny_model_dir, backend="onnxruntime-cpu", threads=3)
     p.fuse(img, img)

@@ -151,4 +151,4 @@ def test_style_add_cli_errors_are_messages(tmp_path: Path, tiny_model_dir: Path)
     r = run("mine", str(tmp_path / "missing"), "--out", str(tmp_path / "m"), "--model-dir", str(tiny_model_dir))
     assert r.returncode == 2 and "does not exist" in r.stderr
     r = subprocess.run([sys.executable, "-m", "sdk", "style", "add", "--help"], capture_output=True, text=True)
-    assert r.returncode == 0 and "example: chromaforge style add fauvism" in r.stdout
+    assert r.returncode == 0 and "examples:\n  chromaforge style add fauvism" in r.stdout

@@ -228,7 +228,7 @@ def test_style_reference_optimises_every_style(tmp_path: Path, datasets: Path, v
                 short_side=64, margin=8, crop=64, threads=1)
     import argparse
 
-    from training.train import config_flags, config_from_args
+    from training.config import config_flags, config_from_args
 
     p = argparse.ArgumentParser()
     config_flags(p, style_reference.ReferenceConfig)

@@ -16,7 +16,7 @@ from PIL import Image
 import sdk
 from conftest import edit_manifest
 from export.onnx_export import ExportConfig, ExportError, export_onnx
-from sdk import processing, stages
+from sdk import colour, resample, stages
 from sdk.backends import profiles
 from sdk.backends.onnxruntime import provider_options
 from sdk.errors import ModelCorruptError
@@ -61,20 +61,20 @@ def test_bad_stylize_geometry_is_refused(model_copy, field, value):
 def test_stylize_runs_padded_and_returns_the_input_size(padded_dir, astronaut):
     img = np.asarray(Image.fromarray(astronaut).resize((300, 200)))
     pipe = sdk.load(padded_dir, backend="onnxruntime-cpu", threads=1)
-    job = stages.prepare(img, "stylize", Params("rococo"), pipe.manifest)
-    assert job.pad == 32 and job.shape == (128 + 64, 192 + 64)  # long side 192, then 32 on every side
-    colour = stages.prepare(img, "colorize", Params(), pipe.manifest)
-    assert colour.pad == 0 and colour.shape == (160, 256)  # colorize keeps the work_size
+    job = stages.prepare(img, stages.check_options("stylize", Params("rococo"), pipe.manifest))
+    assert job.options.pad == 32 and job.shape == (128 + 64, 192 + 64)  # long side 192, then 32 on every side
+    natural = stages.prepare(img, stages.check_options("colorize", Params(), pipe.manifest))
+    assert natural.options.pad == 0 and natural.shape == (160, 256)  # colorize keeps the work_size
     out = pipe.stylize(img, "rococo")
     assert out.shape == img.shape
 
     # The same by hand: resize, reflect-pad, run the graph, crop, upsample.
     d = decode(img)
-    luma = np.pad(processing.resize_luma(d.luma, (128, 192)), 32, mode="reflect")
+    luma = np.pad(resample.resize_luma(d.luma, (128, 192)), 32, mode="reflect")
     sess = ort.InferenceSession(str(padded_dir / "model.onnx"), providers=["CPUExecutionProvider"])
     style = pipe.style_vector("rococo")[None]
     raw = sess.run(None, {"luma": luma[None, None].astype(np.float32), "style": style.astype(np.float32)})[0][0]
-    want = processing.ycbcr_small_to_rgb(raw[:, 32:-32, 32:-32], d.size, 1)
+    want = colour.ycbcr_small_to_rgb(raw[:, 32:-32, 32:-32], d.size, 1)
     assert np.abs(out.astype(int) - np.asarray(want).astype(int)).max() <= 1
 
 

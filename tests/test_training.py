@@ -298,7 +298,7 @@ def test_training_through_the_exported_colour_read_out(tmp_path: Path, photo_fol
 def test_chroma_gain_reference_is_the_median_over_the_photos(tmp_path: Path, photo_folder: Path):
     """The reference is the median of the per-photo mean expected chroma magnitude, each photo's
     luminance at the 256 working size; no photos is an error."""
-    from sdk import processing
+    from sdk import resample
 
     torch.manual_seed(0)
     G = Generator(GeneratorConfig(**TINY)).eval()
@@ -306,7 +306,7 @@ def test_chroma_gain_reference_is_the_median_over_the_photos(tmp_path: Path, pho
     with torch.no_grad():
         for f in sorted(photo_folder.rglob("*.png")) + [photo_folder / "grey.jpg"]:
             luma = np.asarray(Image.open(f).convert("L"))
-            x = processing.resize_luma(luma, processing.work_shape(*luma.shape, 256, contract.SIZE_MULTIPLE))
+            x = resample.resize_luma(luma, resample.work_shape(*luma.shape, 256, contract.SIZE_MULTIPLE))
             assert max(x.shape) == 256
             values.append(float(G.annealed_mean(G.colour_logits(G.encoder(torch.from_numpy(x)[None, None])))[1][0]))
     assert chroma_gain_reference(G, photo_folder) == round(float(np.median(values)), 4)

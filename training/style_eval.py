@@ -837,9 +837,9 @@ def edge_bands(y_out: np.ndarray, y_in: np.ndarray, fraction: float = EDGE_BAND_
 
 def tone_layout_error(y_out: np.ndarray, y_in: np.ndarray) -> float:
     """Mean |difference| (8-bit levels) between two luminance planes averaged over the cells of
-    :func:`sdk.processing.tone_grid`: how far an output's tonal layout (a dark sky, a bright
+    :func:`sdk.fusion.tone_grid`: how far an output's tonal layout (a dark sky, a bright
     window) moved from the photo's."""
-    from sdk.processing import tone_means
+    from sdk.fusion import tone_means
 
     return float(np.abs(tone_means(np.asarray(y_out, np.float64)) - tone_means(np.asarray(y_in, np.float64))).mean())
 

@@ -36,10 +36,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from sdk import contract, processing
+from sdk import contract, resample
 from training import metrics
 from training import distributed, losses
-from training.config import config_flags, config_from_args, parse_config  # noqa: F401 (re-exported)
+from training.config import parse_config
 from training.data import ImageBank, list_images, select_files
 from training.encoder import STAGE_STRIDES
 from training.model import Discriminator, Generator, GeneratorConfig, rgb_to_ycbcr, ycbcr_to_rgb
@@ -146,7 +146,7 @@ def chroma_gain_reference(G: Generator, photos: str | Path, work_size: int = con
     for f in files:
         with Image.open(f) as im:
             luma = np.asarray(im.convert("L"))
-        x = processing.resize_luma(luma, processing.work_shape(*luma.shape, work_size, contract.SIZE_MULTIPLE))
+        x = resample.resize_luma(luma, resample.work_shape(*luma.shape, work_size, contract.SIZE_MULTIPLE))
         logits = G.colour_logits(G.encoder(torch.from_numpy(np.ascontiguousarray(x))[None, None].to(device)))
         values.append(float(G.annealed_mean(logits.float())[1][0]))
     return round(float(np.median(values)), 4)
@@ -516,7 +516,7 @@ def _load_work_size(path: Path, square: bool = False) -> np.ndarray:
         if square:
             s = min(im.size)
             im = im.crop(((im.width - s) // 2, (im.height - s) // 2, (im.width + s) // 2, (im.height + s) // 2))
-        h, w = processing.work_shape(im.height, im.width, contract.WORK_SIZE, contract.SIZE_MULTIPLE)
+        h, w = resample.work_shape(im.height, im.width, contract.WORK_SIZE, contract.SIZE_MULTIPLE)
         return np.asarray(im.resize((w, h), Image.BILINEAR))
 
 

@@ -247,11 +247,9 @@ def create(name: str, manifest: Manifest, threads: int | None = None, precision:
 PRECISIONS = ("fp32", "fp16")
 
 
-def _precision(precision: str | None) -> dict[str, str]:
-    """``precision`` as a keyword for a backend factory (none when None, so older factories still work)."""
-    if precision is None:
-        return {}
-    if precision not in PRECISIONS:
+def _precision(precision: str | None) -> dict[str, str | None]:
+    """``precision`` checked, as the keyword every backend factory takes (None: the backend's default)."""
+    if precision is not None and precision not in PRECISIONS:
         raise InvalidArgumentError(f"precision is {precision!r}; expected one of {PRECISIONS} or None for the backend's default")
     return {"precision": precision}
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from sdk.errors import BackendUnavailableError
+from sdk.errors import BackendUnavailableError, install_hint
 
-EXTRA = "pip install 'chromaforge[tensorrt]' (tensorrt and cuda-python) on a machine with an NVIDIA GPU and driver"
+EXTRA = f"{install_hint('tensorrt')}: tensorrt and cuda-python, on a machine with an NVIDIA GPU and driver"
 
 
 def runtime() -> Any:

@@ -29,7 +29,7 @@ import onnxruntime as ort
 from sdk import contract
 from sdk.backends import Backend, BackendSpec, Capabilities, register
 from sdk.backends import profiles as _profiles
-from sdk.errors import BackendUnavailableError, ModelCorruptError
+from sdk.errors import BackendUnavailableError, ModelCorruptError, install_hint
 from sdk.manifest import Artifact, Manifest, verify_artifact
 
 PROVIDERS = {
@@ -94,7 +94,7 @@ class ORTBackend(Backend):
         if got[0] != provider:
             raise BackendUnavailableError(
                 f"asked ONNX Runtime for {provider} but the session runs on {got}; "
-                "check the CUDA/TensorRT libraries and that onnxruntime-gpu replaced onnxruntime (pip install 'chromaforge[gpu]')"
+                f"check the CUDA/TensorRT libraries and that onnxruntime-gpu replaced onnxruntime: {install_hint('gpu')}"
             )
         check_graph(self.session, manifest)
         self.threads = so.intra_op_num_threads or os.cpu_count() or 1
@@ -246,23 +246,17 @@ def _available(provider: str) -> tuple[bool, str]:
     have = ort.get_available_providers()
     if provider in have:
         return True, f"onnxruntime {ort.__version__} offers {provider}"
-    extra = "" if provider == "CPUExecutionProvider" else " (pip install 'chromaforge[gpu]', which replaces onnxruntime with onnxruntime-gpu, and a CUDA GPU)"
-    return False, f"onnxruntime {ort.__version__} offers only {have}{extra}"
+    extra = "" if provider == "CPUExecutionProvider" else f"; {provider} needs a CUDA GPU and onnxruntime-gpu in place of onnxruntime: {install_hint('gpu')}"
+    return False, f"onnxruntime {ort.__version__} offers only {', '.join(have)}{extra}"
 
 
-def onnx_artifact(manifest: Manifest, precision: str | None) -> Artifact | None:
-    """The ONNX file to run for ``precision`` (None: the primary).
+def onnx_artifact(manifest: Manifest, precision: str | None) -> Artifact:
+    """The ONNX file to run for ``precision`` (None: the primary): :meth:`Manifest.onnx_artifact`.
 
     Raises:
         BackendUnavailableError: the manifest lists no ONNX file of that precision.
     """
-    if precision is None:
-        return None
-    found = manifest.find("onnx", precision)
-    if not found:
-        raise BackendUnavailableError(f"the model in {manifest.directory} has no {precision} ONNX file; "
-                                      f"make one with `python -m export fp16 --model-dir {manifest.directory} --out {manifest.directory}`")
-    return found[0]
+    return manifest.onnx_artifact(precision, error=BackendUnavailableError)
 
 
 def _factory(provider: str):

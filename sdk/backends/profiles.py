@@ -5,7 +5,7 @@ Pure logic, no TensorRT: ``python -m export trt`` builds engines from these prof
 :class:`~sdk.backends.Capabilities` and provider options, and the tests check them without a GPU.
 
 The pipeline's working shapes have the long side ``work_size`` and the short side a multiple of
-``size_multiple`` (:func:`sdk.processing.work_shape`): 15 shapes at 256 / 32. Stylize runs at its own
+``size_multiple`` (:func:`sdk.resample.work_shape`): 15 shapes at 256 / 32. Stylize runs at its own
 shapes when the manifest pads it (``style_pad``: 2 x 32 px more on every side for the bundled model,
 so up to 320x320); :func:`manifest_shapes` lists both sets and :func:`run_side` bounds them. Two ways to cover
 them:
@@ -42,7 +42,7 @@ DEFAULT_MAX_BATCH = 8
 
 
 def working_shapes(work_size: int, multiple: int, pad: int = 0) -> tuple[Shape, ...]:
-    """Every (h, w) :func:`sdk.processing.work_shape` can return for a model, square first, each
+    """Every (h, w) :func:`sdk.resample.work_shape` can return for a model, square first, each
     side grown by ``2 * pad`` (stylize's reflect padding, the manifest's ``style_pad``).
 
     Example:

@@ -5,8 +5,9 @@ prometheus_client, python-multipart); ``import sdk`` never imports it. See :mod:
 for the endpoints and :mod:`sdk.serve.batcher` for the batching.
 
 Example:
-    >>> from sdk.serve import ServeConfig, create_app
+    >>> from sdk.serve import ServeConfig, create_app, serve
     >>> app = create_app(ServeConfig(model_dir="models/mine", max_batch=8))   # any ASGI server runs it
+    >>> serve(ServeConfig(port=8000), access_log=False)   # uvicorn until SIGTERM; no per-request lines
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ Errors are JSON ``{"error": ..., "status": ...}``: 413 (body or pixels over the 
 read from the header before decoding), 415 (not a readable image), 422 (bad parameters, unknown
 style), 503 with ``Retry-After`` (queue full, not ready, shutting down), 504 (``timeout_s``
 passed), 500 (the backend failed; the worker keeps running).
+
+Logging: ``sdk.serve`` says where the service listens once the model is ready and when it stops;
+``sdk.serve.access`` has one line per request (method, path, status, bytes, milliseconds, client).
+:func:`serve` sends both to stderr; under another ASGI server they go wherever logging is configured.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import io
 import logging
 import math
 import signal
+import socket
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -35,6 +41,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -46,6 +53,7 @@ from sdk.images import MAX_PIXELS, check_max_pixels, decode
 from sdk.serve.batcher import Batcher, QueueFullError
 
 log = logging.getLogger("sdk.serve")
+access_logger = logging.getLogger("sdk.serve.access")
 
 FORMATS = {"image/png": "PNG", "image/jpeg": "JPEG", "image/webp": "WEBP"}
 """Response media types and their Pillow format names; PNG unless ``Accept`` prefers another."""
@@ -147,6 +155,10 @@ class Service:
         self.ready = False
         self.draining = False
         self.load_error: str | None = None
+        self.url: str | None = None
+        """Where the server listens (set by :func:`serve`), for the line logged once ready."""
+        self.requests = 0
+        """HTTP requests answered so far (counted by :class:`AccessLog`)."""
         self._task: asyncio.Task | None = None
 
     # ------------------------------------------------------------------ lifetime
@@ -162,17 +174,25 @@ class Service:
 
     async def start(self) -> None:
         """Load and warm the model off the event loop, then start the batcher."""
+        c = self.config
+        log.info("chromaforge serve: %sloading the model (%s, backend %s); /healthz answers 503 until it is ready",
+                 f"bound to {self.url}, " if self.url else "", c.model_dir or "bundled", c.backend)
         try:
             await asyncio.to_thread(self._load)
         except Exception as e:  # /healthz says why; the process stays up for the operator to see
             self.load_error = f"{type(e).__name__}: {e}"
-            log.error("chromaforge serve: model not loaded: %s", self.load_error)
+            where = f"; listening on {self.url}, /healthz answers 503" if self.url else ""
+            log.error("chromaforge serve: model not loaded: %s%s", self.load_error, where)
             return
-        c = self.config
         self.batcher = Batcher(self.pipe.runner, c.max_batch, c.max_wait_ms / 1000, c.queue, self.metrics.batch.observe)
         self.metrics.depth.set_function(lambda: self.batcher.depth)  # read when /metrics is scraped
         self._task = asyncio.create_task(self.batcher.run())
         self.ready = True
+        what = f"model {self.pipe.manifest.name}, backend {self.pipe.backend_name}, {self.pipe.precision}, max batch {c.max_batch}"
+        if self.url:
+            log.info("chromaforge serve: listening on %s (%s, page at /)", self.url, what)
+        else:
+            log.info("chromaforge serve: ready (%s)", what)
 
     async def stop(self) -> None:
         """Finish waiting jobs, stop the batcher, free the model."""
@@ -246,7 +266,7 @@ class Service:
         Raises:
             InvalidImageError, InvalidArgumentError, UnknownStyleError: mapped to 415 / 422.
         """
-        job = stages.prepare(data, task, params, self.pipe.manifest, "image", self.config.max_pixels)
+        job = stages.prepare(data, stages.check_options(task, params, self.pipe.manifest), "image", self.config.max_pixels)
         job.source.kind = "array"  # finish returns pixels; the response is encoded per Accept
         return job
 
@@ -268,6 +288,41 @@ class Service:
             raise HTTPError(503, f"server busy: {e}; retry later", {"Retry-After": "1"}) from e
         output = await future
         return await run_in_threadpool(self.finish, job, output, media)
+
+
+class AccessLog:
+    """ASGI middleware: counts HTTP requests in ``service.requests`` and, when ``enabled``, logs one
+    line per answer on ``sdk.serve.access``: method, path, status, body bytes, milliseconds, client."""
+
+    def __init__(self, app: Any, service: Service, enabled: bool = True) -> None:
+        self.app, self.service, self.enabled = app, service, enabled
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status: int | None = None
+        size = 0
+
+        async def counted(message: dict[str, Any]) -> None:
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counted)
+        finally:
+            self.service.requests += 1
+            if self.enabled:
+                client = scope.get("client")
+                path = scope.get("path", "").encode("unicode_escape").decode("ascii")[:200]  # no control characters in the log
+                access_logger.info("chromaforge serve: %s %s %s %d B %.1f ms from %s", scope.get("method", "-"), path,
+                                status or 500, size, (time.perf_counter() - t0) * 1000,
+                                f"{client[0]}:{client[1]}" if client else "-")
 
 
 def encode_image(pixels: np.ndarray, media: str) -> bytes:
@@ -314,8 +369,12 @@ def _number(params: dict[str, str], name: str, default: float) -> float:
     return value
 
 
-def create_app(config: ServeConfig | None = None) -> Starlette:
+def create_app(config: ServeConfig | None = None, *, access_log: bool = True) -> Starlette:
     """The ASGI app for ``config`` (model loaded in the background on startup; /healthz says when).
+
+    Args:
+        config: the settings; None for the defaults.
+        access_log: one INFO line per request on the ``sdk.serve.access`` logger.
 
     Returns:
         A Starlette app; ``app.state.service`` is its :class:`Service`.
@@ -384,12 +443,9 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
 
     async def models(request: Request) -> Response:
         service.check_ready()
-        pipe = service.pipe
-        man = pipe.manifest
-        return JSONResponse({"name": man.name, "styles": pipe.styles(), "backend": pipe.backend_name, "reason": pipe.backend_reason,
-                             "precision": pipe.precision, "model_precision": man.precision, "sha256": man.sha256,
-                             "work_size": man.work_size, "style_work_size": man.stylize_size, "style_pad": man.style_pad,
-                             "fuse_methods": list(FUSE_METHODS),
+        from sdk.describe import describe
+
+        return JSONResponse({**describe(service.pipe, paths=False),
                              "config": {k: v for k, v in asdict(config).items() if k not in ("host", "port")}})
 
     async def healthz(request: Request) -> Response:
@@ -432,7 +488,7 @@ def create_app(config: ServeConfig | None = None) -> Starlette:
         Route("/docs", docs, methods=["GET"]),
         Route("/", page, methods=["GET"]),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(AccessLog, service=service, enabled=access_log)])
     app.state.service = service
     return app
 
@@ -520,24 +576,78 @@ def limit_malloc_arenas(arenas: int = MALLOC_ARENAS) -> bool:
         return False
 
 
-def serve(config: ServeConfig) -> int:
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (0: a free port), as uvicorn binds one.
+
+    Raises:
+        InvalidArgumentError: the address cannot be used (port taken, unknown host, no permission).
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise InvalidArgumentError(f"cannot listen on {host}:{port} ({e.strerror or e}); pick another --port or --host") from e
+    sock.set_inheritable(True)
+    return sock
+
+
+@contextlib.contextmanager
+def _log_to_stderr():
+    """INFO lines of ``sdk.serve`` to stderr for the block: through a handler of its own unless
+    logging is configured already (then through that); restored afterwards."""
+    handler = None
+    if not log.hasHandlers():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    level = log.level
+    if log.getEffectiveLevel() > logging.INFO:
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+        if handler is not None:
+            log.removeHandler(handler)
+
+
+def serve(config: ServeConfig, *, access_log: bool = True) -> int:
     """Run the service until SIGINT / SIGTERM; in-flight requests finish first. Returns 0.
 
+    Logs to stderr where it listens (once the model is ready), one line per request unless
+    ``access_log`` is False (uvicorn's own access log stays off), and the request count when it stops.
+
+    Raises:
+        InvalidArgumentError: ``config.host`` / ``config.port`` cannot be listened on.
+
     Example:
-        >>> serve(ServeConfig(port=8000))
+        >>> serve(ServeConfig(port=8000), access_log=False)
     """
     import uvicorn
 
-    limit_malloc_arenas()
-    server = uvicorn.Server(uvicorn.Config(create_app(config), host=config.host, port=config.port, log_level="warning",
-                                           timeout_graceful_shutdown=max(config.timeout_s, 1.0), access_log=False))
-    # uvicorn re-raises SIGTERM / SIGINT once its graceful shutdown is done, to the handlers found
-    # at start: quiet ones make that the end of a clean run (exit 0, no KeyboardInterrupt trace).
-    main = threading.current_thread() is threading.main_thread()
-    previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+    sock = listen(config.host, config.port)  # first: a taken port fails before anything else is set up
     try:
-        server.run()
+        limit_malloc_arenas()
+        app = create_app(config, access_log=access_log)
+        service: Service = app.state.service
+        port = sock.getsockname()[1]
+        service.url = f"http://[{config.host}]:{port}" if ":" in config.host else f"http://{config.host}:{port}"
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=max(config.timeout_s, 1.0),
+                                               access_log=False))  # our AccessLog writes the request lines
+        # uvicorn re-raises SIGTERM / SIGINT once its graceful shutdown is done, to the handlers found
+        # at start: quiet ones make that the end of a clean run (exit 0, no KeyboardInterrupt trace).
+        main = threading.current_thread() is threading.main_thread()
+        with _log_to_stderr():
+            previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
+            try:
+                server.run(sockets=[sock])
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+            n = service.requests
+            log.info("chromaforge serve: stopped after %d request%s", n, "" if n == 1 else "s")
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        sock.close()
     return 0
