@@ -8,6 +8,7 @@ derives from the built-in exception a caller would naturally expect (``ValueErro
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 
@@ -84,3 +85,31 @@ def install_hint(*extras: str) -> str:
 
 class InvalidVideoError(ChromaforgeError, ValueError):
     """The input is not a video the SDK can read: missing, no video stream, or undecodable."""
+
+
+def shorten(value: Any, limit: int = 80, quote: bool = True) -> str:
+    """``repr(value)`` for an error message, at most about ``limit`` characters: a longer string
+    keeps its start and end around ``...`` and says its length; containers show their first items.
+    ``quote=False``: a string as it is (a path, a reason), cut the same way.
+
+    Every user-given value an error message echoes goes through this (a 900 KB style name or path
+    would otherwise come back whole, in the message, the log and the HTTP response).
+
+    Example:
+        >>> shorten("a" * 900_000, 20)
+        "'aaaaaaa...aaaaaaaa' (900000 characters)"
+        >>> shorten("/tmp/" + "d" * 1000 + "/x.png", 20, quote=False)
+        '/tmp/ddd...ddd/x.png (1011 characters)'
+    """
+    limit = max(8, limit)
+    if isinstance(value, str) and not quote:
+        if len(value) <= limit:
+            return value
+        head = (limit - 3) // 2
+        return f"{value[:head]}...{value[len(value) - (limit - 3 - head):]} ({len(value)} characters)"
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, limit, limit, limit
+    text = r.repr(value)
+    if isinstance(value, str) and len(value) > limit:
+        return f"{text} ({len(value)} characters)"
+    return text if len(text) <= limit + 8 else text[:limit] + "..."

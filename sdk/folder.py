@@ -330,8 +330,11 @@ def _tmp_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.{os.getpid()}.tmp")
 
 
-def save_atomic(image, target: Path) -> None:
+def save_atomic(image, target: Path, **save_options: Any) -> None:
     """Write a PIL image to ``target`` through a temporary file in the same folder, then rename.
+
+    Args:
+        save_options: passed to ``Image.save`` (e.g. ``pnginfo``).
 
     Raises:
         OutputWriteError: the folder cannot be created or written (read-only, full disk, a file
@@ -343,10 +346,11 @@ def save_atomic(image, target: Path) -> None:
         image = image.convert("RGB")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(tmp, format=fmt)
+        image.save(tmp, format=fmt, **save_options)
         os.replace(tmp, target)
     except (OSError, ValueError) as e:
-        raise OutputWriteError(f"could not write {target} ({type(e).__name__}: {e}); expected a writable folder with free space: "
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise OutputWriteError(f"could not write {target} ({reason}); expected a writable folder with free space: "
                                "check permissions and disk space, or choose another -o") from e
     finally:
         try:

@@ -17,8 +17,10 @@ are held to the same limit (a broadcast view can claim any size without the memo
 from __future__ import annotations
 
 import io
+import math
 import numbers
 import os
+import struct
 import warnings
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,9 +28,9 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
-from sdk.errors import ChromaforgeError, ImageFormatError, ImageTooLargeError, InvalidArgumentError, InvalidImageError
+from sdk.errors import ChromaforgeError, ImageFormatError, ImageTooLargeError, InvalidArgumentError, InvalidImageError, shorten
 
 ImageInput = Union[Image.Image, np.ndarray, str, "os.PathLike[str]", bytes, bytearray, memoryview]
 """Anything the SDK accepts as an image."""
@@ -49,10 +51,13 @@ MAX_PIXELS = 8192 * 8192
 """Default pixel limit (67.1 MP) for encoded inputs and PIL images, checked from the header before
 decoding: far above any camera's photo, far below what a decompression bomb asks for. Callers
 raise or lift it with ``max_pixels`` (``sdk.load(max_pixels=...)``, ``sdk.fuse(..., max_pixels=...)``,
-``chromaforge --max-pixels``); ``None`` turns it off (Pillow's own bomb limit, 179 MP, still holds)."""
+``chromaforge --max-pixels``); ``None`` turns it off for PIL images and arrays, and for encoded
+inputs leaves Pillow's own bomb limit (:func:`pillow_limit`, 179 MP), also checked from the header
+and also refused with :class:`~sdk.errors.ImageTooLargeError`."""
 
 _LUMA_TILE = 1 << 20
-"""Pixels per tile of the RGB -> luminance conversion (bounded temporary memory)."""
+"""Pixels per tile of the RGB -> luminance conversion and of the 16-bit, 32-bit and float to 8-bit
+conversions (bounded temporary memory)."""
 
 
 @dataclass
@@ -113,14 +118,33 @@ def check_max_pixels(max_pixels: int | None) -> int | None:
     return int(max_pixels)
 
 
-def _check_size(size: tuple[int, int], label: str, max_pixels: int | None) -> None:
-    """Refuse an image whose header declares more than ``max_pixels`` pixels."""
+def pillow_limit() -> int | None:
+    """Pillow's decompression-bomb limit in pixels: twice ``PIL.Image.MAX_IMAGE_PIXELS`` (179 MP by
+    default; Pillow warns above it and refuses above twice it), None where it is turned off.
+    What holds for encoded inputs when ``max_pixels`` is None."""
+    return None if Image.MAX_IMAGE_PIXELS is None else 2 * int(Image.MAX_IMAGE_PIXELS)
+
+
+def _check_size(size: tuple[int, int], label: str, max_pixels: int | None, pillows: bool = False) -> None:
+    """Refuse an image whose header declares more than ``max_pixels`` pixels (``pillows``: the limit
+    is Pillow's decompression-bomb limit, max_pixels having been None)."""
     w, h = size
     if max_pixels is not None and w * h > max_pixels:
+        if pillows:
+            raise ImageTooLargeError(
+                f"{label} is {w}x{h} = {w * h / 1e6:.1f} MP, above Pillow's decompression-bomb limit of {max_pixels} pixels "
+                "(twice PIL.Image.MAX_IMAGE_PIXELS: the limit when max_pixels is None); downscale it, or pass a max_pixels "
+                "above its size if you trust this input"
+            )
         raise ImageTooLargeError(
             f"{label} is {w}x{h} = {w * h / 1e6:.1f} MP, above the limit of {max_pixels} pixels; "
             "downscale it, or pass a larger max_pixels (None for no limit) if you trust this input"
         )
+
+
+def _label(path: object) -> str:
+    """A file path for a message: as it is, or cut if very long (a 900 KB path is not echoed whole)."""
+    return shorten(str(path), 200, quote=False)
 
 
 def decode(image: ImageInput, name: str = "image", max_pixels: int | None = MAX_PIXELS) -> Decoded:
@@ -145,12 +169,13 @@ def decode(image: ImageInput, name: str = "image", max_pixels: int | None = MAX_
         (4, 6)
     """
     max_pixels = check_max_pixels(max_pixels)
+    name = shorten(str(name), 200, quote=False)  # a caller's label (a file name from a request) is not echoed whole
     if isinstance(image, Image.Image):
         _check_size(image.size, name, max_pixels)
         try:
             image.load()  # a lazily opened file may be truncated, a closed image cannot load
         except Exception as e:
-            raise InvalidImageError(f"{name}: the PIL image cannot be loaded ({type(e).__name__}: {e}); "
+            raise InvalidImageError(f"{name}: the PIL image cannot be loaded ({type(e).__name__}: {shorten(str(e), 200, quote=False)}); "
                                     "expected an open, readable image: load it before closing its file") from e
         return _from_pil(image, "pil", name)
     if isinstance(image, np.ndarray):
@@ -165,15 +190,16 @@ def decode(image: ImageInput, name: str = "image", max_pixels: int | None = MAX_
             path = Path(image)
             found = path.is_file()
         except (OSError, ValueError, TypeError) as e:  # name too long, NUL byte, bytes path...
-            raise InvalidImageError(f"{name}: {image!r} is not a usable file path ({e}); pass an existing image path") from e
+            reason = getattr(e, "strerror", None) or shorten(str(e), 120, quote=False)
+            raise InvalidImageError(f"{name}: {shorten(image, 200)} is not a usable file path ({reason}); pass an existing image path") from e
         if not found:
-            raise InvalidImageError(f"{name}: no file at {str(path)!r}; pass an existing image path, a PIL image, an array or bytes")
+            raise InvalidImageError(f"{name}: no file at {shorten(str(path), 200)}; pass an existing image path, a PIL image, an array or bytes")
         try:
             f = open(path, "rb")
         except OSError as e:
-            raise InvalidImageError(f"{name}: cannot open {str(path)!r} ({e}); check its permissions") from e
+            raise InvalidImageError(f"{name}: cannot open {shorten(str(path), 200)} ({e.strerror or e}); check its permissions") from e
         with f:
-            return _from_pil(_open(f, str(path), max_pixels), "path", name)
+            return _from_pil(_open(f, _label(path), max_pixels), "path", name)
     raise InvalidImageError(
         f"{name}: got {type(image).__name__}; expected a PIL.Image, a numpy array, a file path or encoded bytes"
     )
@@ -185,26 +211,61 @@ _PLUGIN_HINTS = {".heic": "HEIC", ".heif": "HEIC", ".avif": "AVIF", ".avifs": "A
 def _open(src: io.BufferedIOBase, label: str, max_pixels: int | None) -> Image.Image:
     """Open and fully decode an encoded image (its first frame), checking its size from the header first.
 
-    Every failure of the decoder, whatever Pillow raises (OSError, SyntaxError, struct.error,
-    RuntimeError, MemoryError...), becomes InvalidImageError, said without Python's internals
-    (:func:`_unreadable`); the file is never left open.
+    The limit is ``max_pixels``, or Pillow's bomb limit (:func:`pillow_limit`) when it is None;
+    either way a header above it raises ImageTooLargeError, also where Pillow's own check fires
+    first (in ``Image.open``): the header is then read again without that check, for its size.
+    Every other failure of the decoder, whatever Pillow raises (OSError, SyntaxError,
+    struct.error, RuntimeError, MemoryError...), becomes InvalidImageError, said without Python's
+    internals (:func:`_unreadable`); the file is never left open.
     """
+    pillows = max_pixels is None
+    limit = pillow_limit() if pillows else max_pixels
     im = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the SDK's own limit decides
-            im = Image.open(src)
-        try:
-            _check_size(im.size, label, max_pixels)
-            im.load()
-        except BaseException:
-            im.close()
-            raise
+            try:
+                im = Image.open(src)
+            except Image.DecompressionBombError:
+                im = _open_unchecked(src)
+                if im is None:  # pragma: no cover  (Image.open found a format, so one of its plugins takes the file)
+                    raise ImageTooLargeError(f"{label} declares more than Pillow's decompression-bomb limit of {pillow_limit()} "
+                                             "pixels; downscale it") from None
+            try:
+                _check_size(im.size, label, limit, pillows)
+                im.load()
+            except BaseException:
+                im.close()
+                raise
         return im
     except ChromaforgeError:
         raise
+    except Image.DecompressionBombError as e:  # a plugin's own check while loading (a later frame's size)
+        raise ImageTooLargeError(f"{label}: {e}; downscale it") from e
     except Exception as e:
         raise InvalidImageError(_unreadable(label, e, getattr(im, "format", None), _head(src))) from e
+
+
+def _open_unchecked(src: io.BufferedIOBase) -> Image.Image | None:
+    """What ``Image.open`` does (its registered format plugins, in order, on the first bytes) without
+    its decompression-bomb check, which fires before the caller's own size check could; None when
+    no plugin takes the data. Only the header is read (the pixels load later, after the check)."""
+    Image.preinit()
+    for loader in (None, Image.init):
+        if loader is not None:
+            loader()
+        for fmt in list(Image.ID):
+            factory, accept = Image.OPEN[fmt]
+            src.seek(0)
+            prefix = src.read(16)
+            if accept is not None and accept(prefix) is not True:  # a str result is a warning: not this format
+                continue
+            src.seek(0)
+            try:
+                return factory(src, "")
+            except (SyntaxError, IndexError, TypeError, struct.error):
+                continue
+    return None
 
 
 _EXPECTED = "expected PNG, JPEG, WebP, TIFF, BMP or another format Pillow reads"
@@ -251,11 +312,9 @@ def _unreadable(label: str, error: BaseException, fmt: str | None, head: bytes) 
     plugin = f" ({kind} needs a Pillow built with it, or a plugin such as pillow-heif)" if kind else ""
     if isinstance(error, MemoryError):
         return f"{label} is not a readable image: decoding it needs more memory than there is; pass a smaller image"
-    if isinstance(error, Image.DecompressionBombError):
-        return f"{label} is not a readable image: {error}; pass a smaller image"
     if fmt is None:  # Pillow found no format it knows
         return f"{label} is not a readable image: Pillow cannot identify its format (got {_what(head)}); {_EXPECTED}{plugin}"
-    reason = str(error).strip()
+    reason = str(error).strip()[:300]
     plain = isinstance(error, (OSError, SyntaxError, ValueError)) and reason and "<" not in reason and not isinstance(error, UnicodeError)
     detail = f" ({reason})" if plain else ""
     return (f"{label} is not a readable image: its {fmt} data is truncated or damaged{detail}; "
@@ -269,13 +328,14 @@ def _from_pil(im: Image.Image, kind: str, name: str) -> Decoded:
     except ChromaforgeError:
         raise
     except Exception as e:
-        raise ImageFormatError(f"{name}: cannot read a PIL image of mode {im.mode!r} ({type(e).__name__}: {e}); "
+        raise ImageFormatError(f"{name}: cannot read a PIL image of mode {im.mode!r} ({type(e).__name__}: {shorten(str(e), 200, quote=False)}); "
                                "expected L, RGB, RGBA, P, I;16, I, F, CMYK or another mode Pillow converts to RGB") from e
 
 
 def _convert_pil(im: Image.Image, kind: str, name: str) -> Decoded:
     try:
-        im = ImageOps.exif_transpose(im)
+        if im.getexif().get(ExifTags.Base.Orientation, 1) not in (1, None):  # exif_transpose copies even when it turns nothing
+            im = ImageOps.exif_transpose(im)
     except Exception:  # a broken EXIF block should not make a readable image unreadable
         pass
     mode = im.mode
@@ -293,17 +353,68 @@ def _convert_pil(im: Image.Image, kind: str, name: str) -> Decoded:
     if mode == "1":
         im = im.convert("L")
     elif mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(im).astype(np.float64)
-        peak = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 255.0
-        im = Image.fromarray(np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8), "L")
-    elif mode == "F":
-        arr = np.asarray(im)
-        return _from_array(arr, name, kind=kind)
+        return Decoded(None, alpha, kind, gray=_int_to_u8(im))
+    elif mode == "F":  # float TIFF: the float array rules (values in [0, 1]), on row strips of the image
+        w, h = im.size
+        gray = _float_to_u8((h, w), lambda s, e: np.asarray(im.crop((0, s, w, e))), name)
+        return Decoded(None, alpha, kind, True, gray=gray)
     elif mode not in ("L", "RGB"):
         im = im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX ...
     if im.mode == "L":
         return Decoded(None, alpha, kind, gray=np.asarray(im))
     return Decoded(np.asarray(im), alpha, kind)
+
+
+def _strip_rows(w: int) -> int:
+    """Rows per strip of a full-image conversion: about :data:`_LUMA_TILE` pixels."""
+    return max(1, _LUMA_TILE // max(1, w))
+
+
+def _int_to_u8(im: Image.Image) -> np.ndarray:
+    """A loaded 16-bit (``I;16*``) or 32-bit (``I``) grey image -> HxW uint8, rounded, in row
+    strips: the working set is the result and one strip, not float copies of the whole image (an
+    8192x8192 16-bit PNG took 1.8 GB). 16-bit data and ``I`` data above 255 are scaled from
+    65535, other ``I`` data taken as 0..255."""
+    w, h = im.size
+    rows = _strip_rows(w)
+
+    def strip(s: int) -> np.ndarray:
+        return np.asarray(im.crop((0, s, w, min(h, s + rows))))
+
+    peak = 65535.0
+    if not im.mode.startswith("I;16"):
+        top = max(int(strip(s).max(initial=0)) for s in range(0, h, rows))
+        peak = 65535.0 if top > 255 else 255.0
+    out = np.empty((h, w), np.uint8)
+    for s in range(0, h, rows):
+        out[s:s + rows] = np.clip(strip(s).astype(np.float64) * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def _float_to_u8(shape: tuple[int, int] | tuple[int, int, int], part, name: str) -> np.ndarray:
+    """Float data in [0, 1] -> uint8 of ``shape``, read as row strips ``part(start, stop)``: finite
+    values and the range are checked first (the whole image, strip by strip), then converted.
+
+    Raises:
+        ImageFormatError: NaN or infinity, or values outside [0, 1] (a 1e-3 tolerance).
+    """
+    h, w = shape[:2]
+    rows = _strip_rows(w * (shape[2] if len(shape) == 3 else 1))
+    lo, hi = math.inf, -math.inf
+    for s in range(0, h, rows):
+        p = part(s, min(h, s + rows))
+        if not np.isfinite(p).all():
+            raise ImageFormatError(f"{name}: the float array contains NaN or infinity; expected finite values in [0, 1]")
+        lo, hi = min(lo, float(p.min())), max(hi, float(p.max()))
+    if lo < -1e-3 or hi > 1.0 + 1e-3:
+        raise ImageFormatError(
+            f"{name}: float values span [{lo:.3g}, {hi:.3g}]; expected [0, 1]. "
+            "Divide 0..255 data by 255, or pass it as uint8"
+        )
+    out = np.empty(shape, np.uint8)
+    for s in range(0, h, rows):
+        out[s:s + rows] = (np.clip(part(s, min(h, s + rows)), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    return out
 
 
 def _from_array(arr: np.ndarray, name: str, kind: str = "array", max_pixels: int | None = None) -> Decoded:
@@ -321,15 +432,7 @@ def _from_array(arr: np.ndarray, name: str, kind: str = "array", max_pixels: int
     if arr.dtype == np.uint8:
         u8 = arr
     elif np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise ImageFormatError(f"{name}: the float array contains NaN or infinity; expected finite values in [0, 1]")
-        lo, hi = float(arr.min()), float(arr.max())
-        if lo < -1e-3 or hi > 1.0 + 1e-3:
-            raise ImageFormatError(
-                f"{name}: float values span [{lo:.3g}, {hi:.3g}]; expected [0, 1]. "
-                "Divide 0..255 data by 255, or pass it as uint8"
-            )
-        u8 = (np.clip(arr, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        u8 = _float_to_u8(arr.shape, lambda s, e: arr[s:e], name)
         float_out = True
     else:
         raise ImageFormatError(

@@ -28,10 +28,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
 import os
+import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -352,6 +355,35 @@ def _quiet_data(quiet: bool) -> Iterator[None]:
         log.removeFilter(hide)
 
 
+class _RayPrintsToStderr:
+    """``sys.stdout`` while a Ray run is open: what Ray's own driver threads print goes to stderr,
+    every other thread's writes to the real stdout.
+
+    Ray's driver prints the raylet's messages ("(raylet) WARNING: 4 PYTHON worker processes have
+    been started...", a worker killed for memory) to ``sys.stdout`` from its
+    ``ray_listen_error_messages`` thread, whatever ``log_to_driver`` says (``log_to_driver=False``
+    only stops the workers' output), and ``ray.init`` has no option for it. Scripts parse the
+    CLI's stdout (one JSON summary line), so those lines must not land there.
+    """
+
+    def __init__(self, out: Any, err: Any) -> None:
+        self._out, self._err = out, err
+
+    def _target(self) -> Any:
+        return self._err if threading.current_thread().name.startswith("ray_") else self._out
+
+    def write(self, text: str) -> int:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        for stream in (self._out, self._err):
+            with contextlib.suppress(Exception):
+                stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, isatty, fileno...: the real stdout's
+        return getattr(self._out, name)
+
+
 def _typed(kind: str, message: str) -> ChromaforgeError:
     """The SDK error class named ``kind`` (ChromaforgeError if unknown), built from ``message``."""
     cls = getattr(errors, kind, None)
@@ -368,7 +400,8 @@ class RayExecutor(Executor):
     outcome (a ``fatal`` row raises the actor's error, typed); :meth:`stop` (Ctrl-C) stops the
     pool's remaining work (each actor's writes are atomic: a file is whole or absent);
     :meth:`close` shuts Ray down if :meth:`open` started it, and removes temporary files its
-    stopped actors left.
+    stopped actors left. From :meth:`open` to :meth:`close`, what Ray prints goes to stderr, never
+    to stdout (:class:`_RayPrintsToStderr`): stdout is left to the caller (the CLI's JSON summary).
 
     Args:
         task, params, model_dir, backend, threads, actors, gpus_per_actor, batch_size, max_pixels,
@@ -390,6 +423,7 @@ class RayExecutor(Executor):
         self._pending: Sequence[Item] = ()
         self._rows: Any = None
         self._backends: set[str] = set()
+        self._stdout: Any = None
 
     def new_summary(self) -> RaySummary:
         return RaySummary()
@@ -409,6 +443,8 @@ class RayExecutor(Executor):
             raise InvalidArgumentError(f"{len(videos)} video file(s) ({videos[0]}...) in a --executor ray job; videos run on the local "
                                        "executor (each streams through one model): drop --executor ray for them")
         self._ray = require_ray()
+        self._stdout = sys.stdout  # Ray's prints go to stderr until close (_RayPrintsToStderr)
+        sys.stdout = _RayPrintsToStderr(self._stdout, sys.stderr)
         self._started = connect(self.address, quiet=self.quiet)
         resources = self._ray.cluster_resources()
         self._cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
@@ -465,10 +501,17 @@ class RayExecutor(Executor):
         summary.backends = sorted(self._backends)
 
     def close(self) -> None:
-        if self._started:
-            self._started = False
-            self._ray.shutdown()
-            clean_stale(self._pending)  # temporaries of actors stopped mid-write (their processes are gone)
+        try:
+            if self._started:
+                self._started = False
+                with contextlib.redirect_stdout(sys.stderr):  # shutdown prints Ray's held-back repeated lines from this thread
+                    self._ray.shutdown()
+                clean_stale(self._pending)  # temporaries of actors stopped mid-write (their processes are gone)
+        finally:
+            if self._stdout is not None:
+                if isinstance(sys.stdout, _RayPrintsToStderr):
+                    sys.stdout = self._stdout
+                self._stdout = None
 
 
 def run(items: Sequence[Item], task: str, params: Params | None = None, *, overwrite: bool = False,

@@ -36,7 +36,7 @@ import numpy as np
 from sdk import contract
 from sdk.backends import Backend
 from sdk.colour import colour_onto_luma, ycbcr_small_to_rgb
-from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError, ModelCorruptError, UnknownStyleError
+from sdk.errors import BackendUnavailableError, ChromaforgeError, InvalidArgumentError, ModelCorruptError, UnknownStyleError, shorten
 from sdk.fusion import FuseParams, fuse_rgb
 from sdk.images import MAX_PIXELS, Decoded, ImageInput, decode, encode
 from sdk.manifest import Manifest
@@ -151,17 +151,17 @@ def style_vector(styles: Sequence[str], style: StyleSpec, strength: float = 1.0)
     vec = np.zeros(len(names), np.float64)
     for name, w in blend.items():
         if not isinstance(name, str) or name not in names:
-            raise UnknownStyleError(f"unknown style {name!r}; valid styles: {', '.join(names)}")
+            raise UnknownStyleError(f"unknown style {shorten(name)}; valid styles: {', '.join(names)}")
         try:
             value = float(w) if isinstance(w, numbers.Real) else math.nan
         except (OverflowError, ValueError, TypeError):  # an int beyond float range
             value = math.inf
         if not math.isfinite(value) or value < 0:
-            raise InvalidArgumentError(f"style weight for {name!r} is {reprlib.repr(w)}; expected a finite number >= 0 (weights are normalised to sum 1)")
+            raise InvalidArgumentError(f"style weight for {shorten(name)} is {reprlib.repr(w)}; expected a finite number >= 0 (weights are normalised to sum 1)")
         vec[names.index(name)] += value
     top = float(vec.max(initial=0.0))
     if not top > 0:
-        raise InvalidArgumentError(f"style weights {dict(blend)} sum to 0; give at least one positive weight")
+        raise InvalidArgumentError(f"style weights {shorten(dict(blend))} sum to 0; give at least one positive weight")
     vec /= top
     vec /= vec.sum()
     if not isinstance(strength, numbers.Real) or not 0.0 <= strength <= 1.0:
@@ -217,9 +217,9 @@ def check_options(task: str, params: Params, manifest: Manifest) -> ResolvedOpti
     if not isinstance(params, Params):
         raise InvalidArgumentError(f"params is {type(params).__name__}; expected sdk.stages.Params")
     if task not in TASKS:
-        raise InvalidArgumentError(f"unknown task {task!r}; expected one of {TASKS}")
+        raise InvalidArgumentError(f"unknown task {shorten(task)}; expected one of {TASKS}")
     if task == "colorize" and params.style != contract.NATURAL:
-        raise InvalidArgumentError(f"colorize runs the {contract.NATURAL!r} style, got style {params.style!r}; use task 'stylize' for another style")
+        raise InvalidArgumentError(f"colorize runs the {contract.NATURAL!r} style, got style {shorten(params.style)}; use task 'stylize' for another style")
     s = params.saturation
     if isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0.0 <= s <= MAX_SATURATION:
         raise InvalidArgumentError(f"saturation is {reprlib.repr(s)}; expected a number in [0, {MAX_SATURATION:g}] "

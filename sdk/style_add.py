@@ -26,14 +26,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from sdk.manifest import STYLE_NAME
 from sdk.errors import BackendUnavailableError, InvalidArgumentError, InvalidImageError, OutputExistsError, install_hint
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+NAME_PATTERN = STYLE_NAME
+"""Valid style names: the manifest's own rule (:data:`sdk.manifest.STYLE_NAME`), used with ``fullmatch``."""
 """A style name: lower-case letter first, then letters, digits, ``_`` or ``-``; at most 32 characters."""
 
 MIN_PAINTINGS = 1
@@ -90,7 +91,7 @@ class StyleAddConfig:
 
 def check_name(name: str, existing: tuple[str, ...]) -> None:
     """Raises InvalidArgumentError unless ``name`` is a valid, new style name."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidArgumentError(f"style name {str(name)[:40]!r} is not valid; expected a lower-case letter, then up to 31 letters, "
                                    "digits, '_' or '-' (e.g. fauvism, my_style-2)")
     if name in existing:
@@ -135,7 +136,8 @@ def check_paintings(inputs: tuple[str, ...] | list[str]) -> list[Path]:
                 if min(im.size) < MIN_SIDE:
                     bad.append(f"{f} ({im.width}x{im.height}, smaller than {MIN_SIDE} px)")
         except Exception as e:  # Pillow raises many types for broken files  # noqa: BLE001
-            bad.append(f"{f} (not a readable image: {type(e).__name__})")
+            what = "truncated or damaged" if isinstance(e, (OSError, SyntaxError)) and "truncated" in str(e).lower() else "not an image Pillow can read"
+            bad.append(f"{f} ({what})")
     if bad:
         raise InvalidImageError(f"{len(bad)} of {len(files)} paintings cannot be used: {'; '.join(bad[:5])}"
                                 f"{' ...' if len(bad) > 5 else ''}; remove them or pass other files")

@@ -204,7 +204,7 @@ def _open_input(av, src: Path):
     try:
         container = av.open(str(src), "r")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise InvalidVideoError(f"{src} is not a video FFmpeg can read ({type(e).__name__}: {str(e)[:200]}); "
+        raise InvalidVideoError(f"{src} is not a video FFmpeg can read ({str(e)[:200]}); "
                                 "expected a video file such as MP4, MKV, MOV or WebM") from None
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams}) or ["none"]
@@ -262,7 +262,7 @@ def process(pipeline, src: str | os.PathLike[str], dst: str | os.PathLike[str], 
         try:
             out = av.open(str(tmp), "w")
         except (av.error.FFmpegError, ValueError) as e:
-            raise OutputWriteError(f"cannot write {dst} ({type(e).__name__}: {str(e)[:200]}); expected a writable path whose suffix "
+            raise OutputWriteError(f"cannot write {dst} ({str(e)[:200]}); expected a writable path whose suffix "
                                    "names a container (.mp4, .mkv, .mov, .webm)") from None
         try:
             summary.frames, summary.audio_streams = _transcode(av, pipeline, container, vin, out, resolved, options, stab, progress)
@@ -283,8 +283,10 @@ def _add_video_stream(av, out, vin, options: VideoOptions, rate: Fraction, first
     try:
         vout = out.add_stream(options.codec, rate=rate)
     except (av.error.FFmpegError, ValueError, KeyError) as e:
-        raise InvalidArgumentError(f"codec {options.codec!r} cannot be used here ({type(e).__name__}: {str(e)[:160]}); "
-                                   "expected an FFmpeg encoder such as libx264, libx265, libvpx-vp9 or mpeg4") from None
+        suffix = Path(out.name).suffix or "this output"
+        raise InvalidArgumentError(f"codec {options.codec!r} cannot be written to {suffix} ({str(e)[:160]}); expected an FFmpeg encoder "
+                                   "the container takes: libx264 / libx265 for .mp4 / .mov / .mkv, libvpx-vp9 for .webm "
+                                   "(.mkv takes almost any)") from None
     vout.width, vout.height = first_frame.width, first_frame.height
     vout.pix_fmt = options.pix_fmt
     tb = vin.time_base if vin.time_base else Fraction(1, 1) / rate
@@ -345,7 +347,7 @@ def _transcode(av, pipeline, container, vin, out, resolved: stages.ResolvedOptio
                         return
         except av.error.FFmpegError as e:
             raise InvalidVideoError(f"{container.name}: the video cannot be decoded past frame {n_in[0]} "
-                                    f"({type(e).__name__}: {str(e)[:200]})") from None
+                                    f"({str(e)[:200]}); the file is damaged or truncated: copy or export it again") from None
         finally:
             put(decoded, _END)
 

@@ -334,11 +334,11 @@ def test_manifest_missing_field(model_copy, field):
 
 
 def test_manifest_mangled_field(model_copy):
-    """A field of the wrong type (work_size 'big') raises ModelCorruptError."""
+    """A field of the wrong type (work_size 'big') raises ModelCorruptError naming the field, the value and what was expected."""
     edit_manifest(model_copy, lambda raw: raw.update(work_size="big"))
     with pytest.raises(ModelCorruptError) as ei:
         sdk.load(model_copy, backend="onnxruntime-cpu")
-    check(ei, ValueError, "lacks or mangles field")
+    check(ei, ValueError, 'work_size "big" (a JSON string)', "expected an integer", "re-export")
 
 
 def test_wrong_colour_space(model_copy):

@@ -129,8 +129,11 @@ def test_artifact_lookup_replace_and_verify(tmp_path):
     with pytest.raises(ModelCorruptError, match="primary"):
         m.with_artifact(dataclasses.replace(m.primary, precision="fp16"))
     assert verify_artifact(m, m.artifacts[1]) == tmp_path / "model.fp16.onnx"
-    (tmp_path / "model.fp16.onnx").write_bytes(b"tampered")
+    (tmp_path / "model.fp16.onnx").write_bytes(b"tampered!!")  # the same size: the sha256 tells
     with pytest.raises(ModelCorruptError, match="sha256"):
+        verify_artifact(m, m.artifacts[1])
+    (tmp_path / "model.fp16.onnx").write_bytes(b"tampered")  # another size: refused before hashing
+    with pytest.raises(ModelCorruptError, match="is 8 bytes, the manifest expects 10"):
         verify_artifact(m, m.artifacts[1])
     (tmp_path / "model.fp16.onnx").unlink()
     with pytest.raises(ModelNotFoundError, match="missing"):

@@ -277,3 +277,66 @@ def test_ctrl_c_stops_the_pool_and_a_rerun_finishes(ray_local, photos, tmp_path)
     for it in items:
         with Image.open(it.target) as im:
             assert im.size == Image.open(it.source).size
+
+
+# ------------------------------------------------------------------ stdout is the summary's alone
+def _ray_data_or_skip():
+    pytest.importorskip("ray", reason='Ray is not installed (pip install "chromaforge[ray]")')
+    pytest.importorskip("ray.data", reason="Ray Data is not importable")
+
+
+@pytest.mark.slow
+def test_cli_stdout_is_exactly_the_json_summary_line(tmp_path):
+    """`python -m sdk --quiet colorize DIR -o OUT --executor ray` (a fresh process, its own local
+    Ray, 2 actors, one unreadable file): stdout is the one JSON line scripts parse; Ray's lines,
+    the failure and the rest are on stderr."""
+    _ray_data_or_skip()
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray((rng.random((48, 64)) * 255).astype(np.uint8)).save(src / f"{i}.png")
+    (src / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-m", "sdk", "--quiet", "--batch-size", "2", "colorize", str(src), "-o", str(tmp_path / "out"),
+                        "--executor", "ray", "--actors", "2"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    assert r.returncode == 2, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 1 and r.stdout.endswith("\n"), r.stdout
+    summary = json.loads(lines[0])
+    assert summary["written"] == 4 and summary["executor"] == "ray" and [f["input"] for f in summary["failed"]] == [str(src / "broken.png")]
+    assert "broken.png" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+@ray_quirks
+def test_raylet_messages_go_to_stderr_while_a_run_is_open(ray_local, capsys, tmp_path):
+    """Ray's driver prints the raylet's messages to sys.stdout from its own thread, whatever
+    log_to_driver says: while the executor is open they go to stderr; the caller's own prints
+    stay on stdout, and stdout is the caller's again after close."""
+    import time
+
+    import ray._private.utils as ray_utils
+    import ray._private.worker as ray_worker
+
+    from sdk import ray_executor
+
+    (tmp_path / "a.png").write_bytes(b"")
+    executor = ray_executor.RayExecutor("colorize", quiet=True)
+    out = err = ""
+    executor.open(folder.plan([str(tmp_path / "a.png")], str(tmp_path / "out")))
+    try:
+        print("the caller's line")
+        ray_utils.publish_error_to_driver("chromaforge_test", "a message from the raylet", ray_worker.global_worker.gcs_client)
+        for _ in range(600):  # wait for Ray's listener thread to print it (it polls the GCS)
+            cap = capsys.readouterr()
+            out, err = out + cap.out, err + cap.err
+            if "a message from the raylet" in out + err:
+                break
+            time.sleep(0.1)
+    finally:
+        executor.close()
+    assert "a message from the raylet" in err and "a message from the raylet" not in out, (out, err)
+    assert out == "the caller's line\n"
+    print("after")
+    assert capsys.readouterr().out == "after\n"

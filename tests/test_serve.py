@@ -28,7 +28,7 @@ pytest.importorskip("starlette", reason="the serve extra is not installed: pip i
 httpx = pytest.importorskip("httpx", reason="httpx (dev extra) is not installed")
 
 from sdk.backends import Backend  # noqa: E402
-from sdk.serve.app import ServeConfig, create_app, negotiate  # noqa: E402
+from sdk.serve.app import ServeConfig, create_app, negotiate, uvicorn_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def running(config: ServeConfig, wait_ready: bool = True, app=None):
     sock.bind(("127.0.0.1", 0))
     url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     app = app or create_app(config)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app))  # the limits `chromaforge serve` runs with
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -357,7 +357,7 @@ def test_sigterm_finishes_in_flight_and_exits_0(tiny_model_dir, tmp_path):
             proc.kill()
             proc.wait(10)
     text = err.read_text()
-    assert re.search(rf"^chromaforge serve: listening on {url} \(model \S+, backend onnxruntime-cpu, fp32, max batch 8, page at /\)$",
+    assert re.search(rf"^chromaforge serve: listening on {url} \(model \S+, backend onnxruntime-cpu, fp32, max batch 8, memory [\d.]+ [KMG]iB, page at /\)$",
                      text, re.M), text
     lines = ACCESS_LINE.findall(text)
     colorize = [(status, int(size)) for method, path, status, size in lines if (method, path) == ("POST", "/v1/colorize")]

@@ -162,6 +162,16 @@ def test_bad_options_and_outputs_are_typed(pipe, clip, tmp_path):
     with pytest.raises(InvalidArgumentError, match="codec"):
         video.process(pipe, clip, tmp_path / "x.mp4", "colorize", options=video.VideoOptions(codec="no-such-codec"))
     assert list(tmp_path.iterdir()) == []
+    with pytest.raises(InvalidArgumentError, match=r"cannot be written to \.webm.*libvpx-vp9 for \.webm"):
+        video.process(pipe, clip, tmp_path / "x.webm", "colorize", options=video.VideoOptions(copy_audio=False))  # no H.264 in WebM
+    with pytest.raises(InvalidArgumentError, match=r"audio stream .* cannot be copied into \.webm.*--no-audio"):
+        video.process(pipe, clip, tmp_path / "x.webm", "colorize", options=video.VideoOptions(codec="libvpx-vp9"))
+    half = tmp_path / "half.mp4"
+    half.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    with pytest.raises(InvalidVideoError):
+        video.process(pipe, half, tmp_path / "y.mp4", "colorize")
+    assert list(tmp_path.iterdir()) == [half]
+    half.unlink()
     with pytest.raises(InvalidArgumentError, match="crf"):
         video.VideoOptions(crf=99)
     with pytest.raises(OutputWriteError, match="does not exist"):

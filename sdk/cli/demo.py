@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
 
 from sdk.cli import _args
-from sdk.errors import OutputExistsError, OutputWriteError
+from sdk.errors import OutputExistsError
 
 NAME = "demo"
 DEFAULT_OUT = Path(tempfile.gettempdir()) / "chromaforge-demo"
@@ -53,25 +52,14 @@ def is_demo_output(path: Path) -> bool:
 
 
 def save_png(image, target: Path) -> None:
-    """Write ``image`` as a marked PNG through a temporary file in the same folder, then rename."""
+    """Write ``image`` as a marked PNG, atomically (:func:`sdk.folder.save_atomic`)."""
     from PIL.PngImagePlugin import PngInfo
+
+    from sdk.folder import save_atomic
 
     info = PngInfo()
     info.add_text(*MARK)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, target)
-    except (OSError, ValueError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise OutputWriteError(f"could not write {target} ({reason}); expected a writable folder with free space: "
-                               "check permissions and disk space, or choose another -o") from e
-    finally:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
+    save_atomic(image, target, pnginfo=info)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 
 Needs the ``serve`` extra (``pip install "chromaforge[serve]"``: Starlette, uvicorn,
 prometheus_client, python-multipart); ``import sdk`` never imports it. See :mod:`sdk.serve.app`
-for the endpoints and :mod:`sdk.serve.batcher` for the batching.
+for the endpoints, :mod:`sdk.serve.batcher` for the batching, :mod:`sdk.serve.admission` for the
+memory budget requests reserve from, and :mod:`sdk.serve.connections` for the connection limits.
 
 Example:
     >>> from sdk.serve import ServeConfig, create_app, serve
