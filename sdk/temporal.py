@@ -81,6 +81,30 @@ def histogram_distance(a: np.ndarray, b: np.ndarray, bins: int = 32) -> float:
     return 0.5 * float(np.abs(ha - hb).sum())
 
 
+def forward_backward(back: np.ndarray, fwd: np.ndarray, alpha: float = 0.01, beta: float = 0.5
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sampling maps along a backward flow and where the flow is consistent (Sundaram et al. 2010).
+
+    Args:
+        back: float32 [h, w, 2], for each pixel of the current frame its offset in the previous one.
+        fwd: float32 [h, w, 2], the flow from the previous frame to the current one.
+        alpha, beta: |b + f|^2 <= alpha (|b|^2 + |f|^2) + beta.
+
+    Returns:
+        (map_x, map_y, ok): float32 maps for ``cv2.remap`` into the previous frame, and a bool mask
+        of pixels whose flow lands inside the frame and passes the check.
+    """
+    cv2 = require_cv2()
+    h, w = back.shape[:2]
+    map_x = back[..., 0] + np.arange(w, dtype=np.float32)[None, :]
+    map_y = back[..., 1] + np.arange(h, dtype=np.float32)[:, None]
+    fwd_at = cv2.remap(fwd, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    err = ((back + fwd_at) ** 2).sum(-1)
+    bound = alpha * ((back**2).sum(-1) + (fwd_at**2).sum(-1)) + beta
+    inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+    return map_x, map_y, inside & (err <= bound)
+
+
 class FlowField:
     """Optical flow between consecutive luminance frames and its reliability mask (DIS, OpenCV)."""
 
@@ -105,15 +129,9 @@ class FlowField:
         c8 = np.clip(cur * 255.0 + 0.5, 0, 255).astype(np.uint8)
         back = self._dis.calc(c8, p8, None)  # cur(x) ~ prev(x + back(x))
         fwd = self._dis.calc(p8, c8, None)  # prev(y) ~ cur(y + fwd(y))
-        h, w = cur.shape
-        gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-        map_x, map_y = gx + back[..., 0], gy + back[..., 1]
-        fwd_at = cv2.remap(fwd, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        err = ((back + fwd_at) ** 2).sum(-1)
-        bound = prm.fb_alpha * ((back**2).sum(-1) + (fwd_at**2).sum(-1)) + prm.fb_beta
-        inside = (map_x >= 0) & (map_x <= w - 1) & (map_y >= 0) & (map_y <= h - 1)
+        map_x, map_y, ok = forward_backward(back, fwd, prm.fb_alpha, prm.fb_beta)
         warped = cv2.remap(prev.astype(np.float32), map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        mask = inside & (err <= bound) & (np.abs(warped - cur) <= prm.luma_tolerance)
+        mask = ok & (np.abs(warped - cur) <= prm.luma_tolerance)
         return map_x, map_y, mask.astype(np.float32)
 
 

@@ -75,16 +75,10 @@ class Flow:
 
     def backward(self, prev: np.ndarray, cur: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(map_x, map_y, mask): where each pixel of ``cur`` was in ``prev``, and where that is reliable."""
-        cv2 = self.cv2
-        back, fwd = self._calc(cur, prev), self._calc(prev, cur)
-        h, w = cur.shape
-        gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
-        mx, my = gx + back[..., 0], gy + back[..., 1]
-        fwd_at = cv2.remap(fwd, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        err = ((back + fwd_at) ** 2).sum(-1)
-        bound = 0.01 * ((back**2).sum(-1) + (fwd_at**2).sum(-1)) + 0.5
-        inside = (mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)
-        return mx, my, (inside & (err <= bound)).astype(np.float32)
+        from sdk.temporal import forward_backward
+
+        mx, my, ok = forward_backward(self._calc(cur, prev), self._calc(prev, cur))
+        return mx, my, ok.astype(np.float32)
 
 
 def warping_error(outputs: list[np.ndarray], flows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, float]:
